@@ -1,0 +1,3 @@
+from reptyr_tmux.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,230 @@
+"""Move one process onto another terminal: the algorithm, one step a line, one undo per step.
+
+Only `setsid` has no undo (Linux offers no way back into a session). Everything it depends on is
+checked first, and it runs right before TIOCSCTTY; if a later step fails, the target gets its fds,
+signal dispositions, registers and memory back and keeps working on its old terminal, in a session of
+its own (its ^C then no longer comes from the old terminal).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import termios
+import time
+from dataclasses import dataclass, field
+
+from reptyr_tmux import proc
+from reptyr_tmux.errors import ReptyrError
+from reptyr_tmux.remote import RemoteProcess
+from reptyr_tmux.survey import Plan, check_tty_free, survey
+from reptyr_tmux.transaction import Transaction
+
+AT_FDCWD = -100
+F_DUPFD_CLOEXEC = 1030
+TIOCSCTTY, TIOCNOTTY, TIOCSPGRP = termios.TIOCSCTTY, termios.TIOCNOTTY, termios.TIOCSPGRP
+WNOHANG, WALL = 1, 0x40000000
+STOP_WAIT_S = 1.0
+SAVED_FD_BASE = 100  # park copies of the old fds out of the way of the program's own
+
+# Layout of the scratch page lent by the target.
+PATH_AT, OLD_ACTION_AT, IGNORE_ACTION_AT, PGRP_AT = 0, 1024, 1280, 1536
+
+
+@dataclass
+class Attached:
+    pid: int
+    old_tty: str
+    new_tty: str
+    fds: list[int]
+    new_session: bool
+    stopped_job: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def attach(pid: int, tty_path: str, force_stdio: bool = False, verbose: bool = False) -> Attached:
+    """Make `tty_path` the controlling terminal of `pid` and point its terminal fds at it."""
+    plan = survey(pid, force_stdio)
+    check_tty_free(tty_path)
+    tx = Transaction(verbose)
+    try:
+        with tx:
+            _move(tx, plan, tty_path)
+    except ReptyrError as e:
+        if tx.undo_errors:
+            e.args = (f"{e.args[0]} (and could not undo: {'; '.join(tx.undo_errors)})",)
+        raise
+    stopped_job = "stop-job" in tx.steps_done
+    _send(pid, signal.SIGWINCH)
+    if stopped_job or plan.stat.state == "T":
+        _send(pid, signal.SIGCONT)
+    return Attached(pid=pid, old_tty=proc.tty_name(plan.stat.tty_dev), new_tty=tty_path, fds=plan.fds,
+                    new_session=not plan.session_leader, stopped_job=stopped_job)
+
+
+def _move(tx: Transaction, plan: Plan, tty_path: str) -> None:
+    pid = plan.pid
+    tx.step("copy-termios", lambda: _copy_termios(plan, tty_path), _restore_termios(tty_path))
+    if plan.stop_first:
+        tx.step("stop-job", lambda: _stop_job(pid), lambda _: _send(pid, signal.SIGCONT))
+    target = tx.step("infect", lambda: RemoteProcess.infect(pid), lambda t: t.cure(), always=True)
+    page = tx.step("map-scratch", lambda: _map_scratch(target), lambda a: _unmap(target, a), always=True)
+    tx.step("ignore-sighup", lambda: _ignore_sighup(target, page), lambda _: _restore_sighup(target, page),
+            always=True)
+    new_fd = tx.step("open-tty", lambda: _open_in_target(target, page, tty_path, plan.open_flags),
+                     lambda fd: target.syscall("close", fd), always=True)
+    saved = {fd: tx.step(f"save-fd-{fd}", lambda fd=fd: _park_fd(target, fd),
+                         lambda copy: target.syscall("close", copy), always=True)
+             for fd in plan.fds if fd not in plan.missing_fds}
+    if plan.session_leader and plan.has_ctty:
+        old_fd = _old_ctty_fd(tx, target, plan)
+        tx.step("release-old-ctty", lambda: target.syscall("ioctl", old_fd, TIOCNOTTY, 0),
+                lambda _: _retake_ctty(target, page, old_fd, plan.stat.tpgid))
+    elif not plan.session_leader:
+        if plan.group_leader:
+            _leave_own_group(tx, target)
+        tx.step("setsid", lambda: target.syscall("setsid"))  # one way: see the module's docstring
+    tx.step("set-ctty", lambda: target.syscall("ioctl", new_fd, TIOCSCTTY, 0),
+            lambda _: target.syscall("ioctl", new_fd, TIOCNOTTY, 0))
+    for fd in plan.fds:
+        flags = os.O_CLOEXEC if plan.fd_cloexec.get(fd) else 0
+        tx.step(f"dup-over-{fd}", lambda fd=fd, flags=flags: target.syscall("dup3", new_fd, fd, flags),
+                lambda _, fd=fd, flags=flags: _put_back(target, saved, fd, flags))
+
+
+def _put_back(target: RemoteProcess, saved: dict[int, int], fd: int, flags: int) -> None:
+    if fd in saved:
+        target.syscall("dup3", saved[fd], fd, flags)
+    else:  # -s on a target that had this fd closed: close it again
+        target.syscall("close", fd)
+
+
+def _leave_own_group(tx: Transaction, target: RemoteProcess) -> None:
+    """setsid() refuses a group leader: move it into a fresh group made by a short-lived dummy child."""
+    dummy = tx.step("fork-dummy", lambda: _fork_dummy(target), lambda d: _end_dummy(target, d), always=True)
+    tx.step("dummy-own-group", lambda: dummy.syscall("setpgid", 0, 0))
+    tx.step("join-dummy-group", lambda: target.syscall("setpgid", 0, dummy.pid),
+            lambda _: target.syscall("setpgid", 0, 0))
+
+
+def _fork_dummy(target: RemoteProcess) -> RemoteProcess:
+    # clone with no flags and exit signal 0: a plain copy whose death sends the target no SIGCHLD.
+    child_pid = target.syscall("clone", 0, 0, 0, 0, 0)
+    return RemoteProcess.adopt_child(child_pid, target)
+
+
+def _end_dummy(target: RemoteProcess, dummy: RemoteProcess) -> None:
+    dummy.kill()
+    for _ in range(100):  # reap it in the target, never blocking the target
+        reaped = target.raw_syscall("wait4", dummy.pid, 0, WNOHANG | WALL, 0)
+        if reaped != 0:
+            return  # reaped, or ECHILD because the target auto-reaps children
+        time.sleep(0.001)
+
+
+def _old_ctty_fd(tx: Transaction, target: RemoteProcess, plan: Plan) -> int:
+    if plan.old_ctty_fd is not None:
+        return plan.old_ctty_fd
+    return tx.step("open-dev-tty", lambda: _open_in_target(target, None, "/dev/tty"),
+                   lambda fd: target.syscall("close", fd), always=True)
+
+
+def _retake_ctty(target: RemoteProcess, page: int, old_fd: int, foreground_pgrp: int) -> None:
+    target.syscall("ioctl", old_fd, TIOCSCTTY, 0)
+    if foreground_pgrp > 0:
+        target.write(page + PGRP_AT, foreground_pgrp.to_bytes(4, "little"))
+        target.raw_syscall("ioctl", old_fd, TIOCSPGRP, page + PGRP_AT)
+
+
+def _copy_termios(plan: Plan, tty_path: str) -> list | None:
+    """Give the new terminal the old one's settings; return the new one's own, for the undo."""
+    source = proc.pts_path(plan.stat.tty_dev) if plan.has_ctty else None
+    if source is None and plan.old_ctty_fd is not None:
+        source = f"/proc/{plan.pid}/fd/{plan.old_ctty_fd}"
+    if source is None:
+        return None
+    try:
+        attrs = _tcgetattr_path(source)
+    except OSError:
+        return None  # not readable by us: the new terminal keeps its defaults
+    fd = os.open(tty_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    try:
+        previous = termios.tcgetattr(fd)
+        termios.tcsetattr(fd, termios.TCSANOW, attrs)
+        return previous
+    finally:
+        os.close(fd)
+
+
+def _restore_termios(tty_path: str):
+    def undo(previous: list | None) -> None:
+        if previous is None:
+            return
+        fd = os.open(tty_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            termios.tcsetattr(fd, termios.TCSANOW, previous)
+        finally:
+            os.close(fd)
+    return undo
+
+
+def _tcgetattr_path(path: str) -> list:
+    fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    try:
+        return termios.tcgetattr(fd)
+    finally:
+        os.close(fd)
+
+
+def _stop_job(pid: int) -> bool:
+    """SIGTSTP the target so the shell that started it takes its terminal back; wait until stopped."""
+    os.kill(pid, signal.SIGTSTP)
+    deadline = time.monotonic() + STOP_WAIT_S
+    while time.monotonic() < deadline:
+        if proc.read_stat(pid).state == "T":
+            return True
+        time.sleep(0.0005)
+    return False
+
+
+def _map_scratch(target: RemoteProcess) -> int:
+    prot_rw, map_private_anonymous = 0x3, 0x22
+    return target.syscall("mmap", 0, 4096, prot_rw, map_private_anonymous, -1, 0)
+
+
+def _unmap(target: RemoteProcess, address: int) -> None:
+    target.syscall("munmap", address, 4096)
+
+
+def _ignore_sighup(target: RemoteProcess, page: int) -> None:
+    """Ignore SIGHUP while terminals change hands (TIOCNOTTY hangs up the old foreground group)."""
+    ignore = (1).to_bytes(target.arch.word, "little") + bytes(32)  # handler SIG_IGN, no flags, no mask
+    target.write(page + IGNORE_ACTION_AT, ignore)
+    target.syscall("rt_sigaction", signal.SIGHUP, page + IGNORE_ACTION_AT, page + OLD_ACTION_AT, 8)
+
+
+def _restore_sighup(target: RemoteProcess, page: int) -> None:
+    target.syscall("rt_sigaction", signal.SIGHUP, page + OLD_ACTION_AT, 0, 8)
+
+
+def _open_in_target(target: RemoteProcess, page: int | None, path: str, flags: int = 0) -> int:
+    """Open `path` in the target on a high fd number, clear of every fd the program uses."""
+    if page is None:
+        with target.scratch() as temporary:
+            return _open_in_target(target, temporary, path, flags)
+    target.write(page + PATH_AT, os.fsencode(path) + b"\0")
+    low = target.syscall("openat", AT_FDCWD, page + PATH_AT, os.O_RDWR | os.O_NOCTTY | flags, 0)
+    try:
+        return target.syscall("fcntl", low, F_DUPFD_CLOEXEC, SAVED_FD_BASE)
+    finally:
+        target.syscall("close", low)
+
+
+def _park_fd(target: RemoteProcess, fd: int) -> int:
+    return target.syscall("fcntl", fd, F_DUPFD_CLOEXEC, SAVED_FD_BASE)
+
+
+def _send(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)

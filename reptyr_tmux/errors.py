@@ -1,0 +1,43 @@
+"""The exceptions the engine raises; each message is a sentence a user can act on."""
+
+
+class ReptyrError(Exception):
+    """Something stopped the operation; the target was left as it was unless the message says so."""
+
+    exit_code = 1
+
+
+class Refusal(ReptyrError):
+    """The target (or the request) is not one we can act on; nothing was touched."""
+
+    exit_code = 2
+
+
+class TargetGone(ReptyrError):
+    """The target exited or was killed while we worked on it."""
+
+
+class RemoteError(ReptyrError):
+    """A syscall run inside the target failed."""
+
+    def __init__(self, call: str, errno_value: int):
+        import os
+
+        self.call = call
+        self.errno = errno_value
+        super().__init__(f"{call} failed inside the target: {os.strerror(errno_value)}")
+
+
+class InjectedFault(ReptyrError):
+    """A failure forced by the test-only fault hook (REPTYR_TMUX_FAULT)."""
+
+
+class Interrupted(ReptyrError):
+    """We received SIGINT/SIGTERM/SIGHUP while holding the target; it was given back first."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; the target was left as it was")

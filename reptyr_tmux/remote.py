@@ -1,0 +1,239 @@
+"""Run syscalls inside another process: our small layer over python-ptrace.
+
+The verbs follow CRIU's compel: `infect` seizes the target and saves its registers, `syscall` makes it
+run one call for us, `scratch` lends it a page of memory, `cure` puts its registers back and lets go.
+
+How a call is made: point the instruction pointer at a syscall instruction that already exists in the
+target (the one it is blocked in, or one in its vDSO / code), load number and arguments, and step over
+it with PTRACE_SYSCALL (entry stop, exit stop). No code in the target is ever written, so threads we do
+not hold can keep running the same code safely.
+
+Interrupted calls: a target seized while blocked in read()/nanosleep()/poll() has -ERESTART* in its
+return register. The kernel restarts such a call when the task leaves a *signal* stop, but we leave it
+from a syscall-exit stop, where it would not. So `cure` does the kernel's restart itself: back the
+instruction pointer over the syscall instruction and reload the number (restart_syscall for
+-ERESTART_RESTARTBLOCK), and mark "no syscall in progress" so the kernel does not restart it twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+from ptrace.binding import func as pt
+
+from reptyr_tmux import proc
+from reptyr_tmux.arch import ERESTART_RESTARTBLOCK, RESTART_CODES, Arch, arch_of_elf
+from reptyr_tmux.errors import Refusal, RemoteError, TargetGone
+
+PTRACE_SEIZE = 0x4206
+PTRACE_INTERRUPT = 0x4207
+PTRACE_EVENT_STOP = 128
+WALL = 0x40000000
+SYSCALL_STOP = signal.SIGTRAP | 0x80
+OPTIONS = pt.PTRACE_O_TRACESYSGOOD | pt.PTRACE_O_TRACECLONE | pt.PTRACE_O_TRACEFORK | pt.PTRACE_O_TRACEVFORK
+PAGE = 4096
+MINUS_ONE_64 = (1 << 64) - 1
+
+
+def _copy(regs):
+    return type(regs).from_buffer_copy(regs)
+
+
+class RemoteProcess:
+    """One thread of a process, held with ptrace, that runs syscalls on our behalf."""
+
+    def __init__(self, pid: int, arch: Arch, parent: RemoteProcess | None = None):
+        self.pid = pid
+        self.arch = arch
+        self.saved = pt.ptrace_getregs(pid)
+        self.injected = False
+        self.deferred_signals: list[int] = []
+        self.new_child: int | None = None
+        self._mem = os.open(f"/proc/{pid}/mem", os.O_RDWR)
+        self.insn_addr = parent.insn_addr if parent else self._find_syscall_insn()
+
+    # -- infect / cure ---------------------------------------------------------------------------
+    @classmethod
+    def infect(cls, pid: int) -> RemoteProcess:
+        """Seize the target without sending it a signal, stop it, save its registers."""
+        arch = arch_of_elf(proc.exe_header(pid))
+        if arch is None:
+            raise Refusal(f"process {pid} runs a program of an architecture this tool does not know")
+        try:
+            pt.ptrace(PTRACE_SEIZE, pid, 0, OPTIONS)
+        except pt.PtraceError as e:
+            raise _seize_error(pid, e.errno) from None
+        try:
+            pt.ptrace(PTRACE_INTERRUPT, pid)
+            first_stop = _wait_stopped(pid)
+            target = cls(pid, arch)
+            target._note_stop(first_stop)
+            return target
+        except BaseException:
+            _detach_quietly(pid)
+            raise
+
+    @classmethod
+    def adopt_child(cls, pid: int, parent: RemoteProcess) -> RemoteProcess:
+        """Take over a child our traced target just forked (it starts stopped, already traced)."""
+        _wait_stopped(pid)
+        return cls(pid, parent.arch, parent)
+
+    def cure(self) -> None:
+        """Give the registers back (completing an interrupted syscall's restart) and detach."""
+        try:
+            pt.ptrace_setregs(self.pid, self._registers_to_restore())
+            pt.ptrace_detach(self.pid, 0)
+        except pt.PtraceError as e:
+            if e.errno != 3:  # ESRCH: it died under us, nothing left to give back
+                raise
+        finally:
+            os.close(self._mem)
+        for signum in dict.fromkeys(self.deferred_signals):
+            with suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        """For our own short-lived dummy child only: end it and collect its ptrace exit report."""
+        os.close(self._mem)
+        os.kill(self.pid, signal.SIGKILL)
+        while True:
+            _, status = os.waitpid(self.pid, WALL)
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                return
+
+    def _registers_to_restore(self):
+        regs = _copy(self.saved)
+        arch = self.arch
+        if not self.injected or arch.orig_nr_reg is None:
+            return regs
+        in_syscall = arch.signed(getattr(regs, arch.orig_nr_reg)) >= 0
+        error = -arch.signed(getattr(regs, arch.ret_reg))
+        if in_syscall and error in RESTART_CODES:
+            number = (arch.nr("restart_syscall") if error == ERESTART_RESTARTBLOCK
+                      else getattr(regs, arch.orig_nr_reg))
+            setattr(regs, arch.nr_reg, number)
+            setattr(regs, arch.ip_reg, getattr(regs, arch.ip_reg) - len(arch.syscall_insn))
+        if in_syscall:
+            setattr(regs, arch.orig_nr_reg, MINUS_ONE_64)
+        return regs
+
+    # -- syscall ---------------------------------------------------------------------------------
+    def syscall(self, name: str, *args: int) -> int:
+        """Run one syscall in the target; return its result, raising RemoteError on -errno."""
+        result = self.raw_syscall(name, *args)
+        if -4096 < result < 0:
+            raise RemoteError(name, -result)
+        return result
+
+    def raw_syscall(self, name: str, *args: int) -> int:
+        arch = self.arch
+        mask = (1 << (8 * arch.word)) - 1
+        regs = _copy(self.saved)
+        setattr(regs, arch.ip_reg, self.insn_addr)
+        setattr(regs, arch.nr_reg, arch.nr(name))
+        for register, value in zip(arch.arg_regs, args):
+            setattr(regs, register, value & mask)
+        if arch.orig_nr_reg:
+            setattr(regs, arch.orig_nr_reg, MINUS_ONE_64)
+        self.injected = True
+        pt.ptrace_setregs(self.pid, regs)
+        self._run_to_syscall_stop()  # entry
+        self._run_to_syscall_stop()  # exit
+        return arch.signed(getattr(pt.ptrace_getregs(self.pid), arch.ret_reg))
+
+    def _run_to_syscall_stop(self) -> None:
+        while True:
+            pt.ptrace_syscall(self.pid, 0)
+            if self._note_stop(_wait_stopped(self.pid)):
+                return
+
+    def _note_stop(self, status: int) -> bool:
+        """Record what a stop tells us; True if it is a syscall stop."""
+        stopsig, event = os.WSTOPSIG(status), status >> 16
+        if stopsig == SYSCALL_STOP:
+            return True
+        if event in (pt.PTRACE_EVENT_FORK, pt.PTRACE_EVENT_VFORK, pt.PTRACE_EVENT_CLONE):
+            self.new_child = pt.ptrace_geteventmsg(self.pid)
+        elif event == 0 and not self._ignores(stopsig):
+            # A real signal arrived while we hold the target: keep it for after the detach.
+            self.deferred_signals.append(stopsig)
+        # Group stops and PTRACE_EVENT_STOPs need nothing: we simply carry on.
+        return False
+
+    def _ignores(self, signum: int) -> bool:
+        return proc.has_signal(proc.signal_mask(proc.read_status(self.pid), "SigIgn"), signum)
+
+    # -- memory ----------------------------------------------------------------------------------
+    def read(self, address: int, size: int) -> bytes:
+        return os.pread(self._mem, size, address)
+
+    def write(self, address: int, data: bytes) -> None:
+        if os.pwrite(self._mem, data, address) != len(data):
+            raise RemoteError("write to target memory", 5)
+
+    @contextmanager
+    def scratch(self) -> Iterator[int]:
+        """A private page in the target, unmapped afterwards."""
+        prot_rw, map_private_anon = 0x3, 0x22
+        address = self.syscall("mmap", 0, PAGE, prot_rw, map_private_anon, -1, 0)
+        try:
+            yield address
+        finally:
+            self.syscall("munmap", address, PAGE)
+
+    def _find_syscall_insn(self) -> int:
+        insn = self.arch.syscall_insn
+        ip = getattr(self.saved, self.arch.ip_reg)
+        try:
+            if self.read(ip - len(insn), len(insn)) == insn:
+                return ip - len(insn)
+        except OSError:
+            pass
+        regions = sorted(proc.maps(self.pid), key=lambda m: m[3] != "[vdso]")
+        for start, end, perms, _name in regions:
+            if "x" not in perms or end - start > 64 << 20:
+                continue
+            try:
+                code = self.read(start, end - start)
+            except OSError:
+                continue
+            offset = code.find(insn)
+            while offset >= 0 and offset % len(insn) and len(insn) == 4:  # aarch64: aligned only
+                offset = code.find(insn, offset + 1)
+            if offset >= 0:
+                return start + offset
+        raise RemoteError("finding a syscall instruction", 8)
+
+
+def _wait_stopped(pid: int) -> int:
+    _, status = os.waitpid(pid, WALL)
+    if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+        raise TargetGone(f"process {pid} exited while we were working on it")
+    return status
+
+
+def _detach_quietly(pid: int) -> None:
+    with suppress(pt.PtraceError):
+        pt.ptrace_detach(pid, 0)
+
+
+def _seize_error(pid: int, errno_value: int | None) -> Refusal:
+    if errno_value == 1:  # EPERM
+        hint = ""
+        try:
+            with open("/proc/sys/kernel/yama/ptrace_scope") as f:
+                scope = f.read().strip()
+        except OSError:
+            scope = ""
+        if scope and scope != "0":
+            hint = (f" Yama's ptrace_scope is {scope}: run as root, or set it to 0 with"
+                    " 'sysctl kernel.yama.ptrace_scope=0'.")
+        return Refusal(f"not allowed to trace process {pid} (it may belong to another user, be setuid,"
+                       f" or be traced already).{hint}")
+    if errno_value == 3:
+        return Refusal(f"process {pid} exited before we could attach to it")
+    return Refusal(f"could not attach to process {pid}: {os.strerror(errno_value or 0)}")

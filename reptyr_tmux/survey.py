@@ -1,0 +1,169 @@
+"""Look before touching: decide whether a target can be moved, and how, from /proc alone.
+
+Every refusal here happens before the target is touched and says what to do instead.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass, field
+
+from reptyr_tmux import proc
+from reptyr_tmux.errors import Refusal
+
+MAX_PID = 1 << 22
+
+
+@dataclass
+class Plan:
+    """What the engine will do to one target, decided before touching it."""
+
+    pid: int
+    stat: proc.Stat
+    fds: list[int]  # the target's fds to point at the new terminal
+    fd_cloexec: dict[int, bool] = field(default_factory=dict)
+    old_ctty_fd: int | None = None  # an fd of the target open on its controlling tty
+    missing_fds: set[int] = field(default_factory=set)  # -s: stdio fds the target has closed
+    open_flags: int = 0  # O_NONBLOCK if the program's terminal fd had it
+    stop_first: bool = False  # send SIGTSTP so its shell gets the prompt back
+    orphaned: bool = False
+
+    @property
+    def session_leader(self) -> bool:
+        return self.stat.sid == self.pid
+
+    @property
+    def group_leader(self) -> bool:
+        return self.stat.pgid == self.pid
+
+    @property
+    def has_ctty(self) -> bool:
+        return self.stat.tty_dev is not None
+
+
+def parse_pid(text: str) -> int:
+    try:
+        pid = int(text, 10)
+    except ValueError:
+        raise Refusal(f"'{text}' is not a process id: give a positive number such as 1234") from None
+    if pid <= 0:
+        raise Refusal(f"'{text}' is not a process id: process ids are positive numbers")
+    if pid >= MAX_PID:
+        raise Refusal(f"{pid} is larger than any process id this kernel hands out")
+    return pid
+
+
+def describe(stat: proc.Stat) -> str:
+    return f"{stat.pid} ({stat.comm})"
+
+
+def survey(pid: int, force_stdio: bool = False) -> Plan:
+    """Refuse what cannot or must not be moved; otherwise say how to move it."""
+    if pid == 1:
+        raise Refusal("process 1 is init: it has no terminal to move and must never be stopped")
+    if pid == os.getpid():
+        raise Refusal(f"process {pid} is this command itself")
+    if pid == os.getppid():
+        raise Refusal(f"process {pid} is the shell or program that ran this command; "
+                      "run it from another terminal")
+    try:
+        stat = proc.read_stat(pid)
+        status = proc.read_status(pid)
+    except FileNotFoundError:
+        raise Refusal(f"no process {pid} exists; check the id with 'ps'") from None
+    _refuse_unmovable(stat, status)
+    stats = proc.all_stats()
+    _refuse_shared_group(stat, stats)
+    fds, old_ctty_fd = _terminal_fds(pid, stat, force_stdio)
+    if not fds:
+        raise Refusal(f"process {describe(stat)} has no terminal open (its fds point elsewhere); "
+                      "use -s to attach its stdin, stdout and stderr anyway")
+    plan = Plan(pid=pid, stat=stat, fds=fds, old_ctty_fd=old_ctty_fd)
+    plan.missing_fds = set(fds) - set(proc.open_fds(pid))
+    present = [fd for fd in fds if fd not in plan.missing_fds]
+    plan.fd_cloexec = {fd: bool(_flags(pid, fd) & os.O_CLOEXEC) for fd in present}
+    plan.open_flags = _flags(pid, present[0]) & os.O_NONBLOCK if present else 0
+    plan.orphaned = proc.is_orphaned_group(stat.pgid, stat.sid, stats)
+    ignores_tstp = proc.has_signal(proc.signal_mask(status, "SigIgn"), signal.SIGTSTP)
+    plan.stop_first = (plan.has_ctty and not plan.orphaned and stat.state != "T" and not ignores_tstp)
+    return plan
+
+
+def _refuse_unmovable(stat: proc.Stat, status: dict[str, str]) -> None:
+    who = describe(stat)
+    if stat.flags & proc.PF_KTHREAD:
+        raise Refusal(f"process {who} is a kernel thread: it has no terminal and cannot be traced")
+    if stat.state in ("Z", "X"):
+        raise Refusal(f"process {who} has already exited (a zombie waiting for its parent); "
+                      "there is nothing left to move")
+    tracer = int(status.get("TracerPid", "0"))
+    if tracer:
+        raise Refusal(f"process {who} is already being traced by process {tracer} (a debugger or "
+                      "strace); detach that first")
+    uids = [int(u) for u in status.get("Uid", "0 0 0 0").split()]
+    me = os.geteuid()
+    if me != 0 and me not in uids[:2]:
+        raise Refusal(f"process {who} belongs to user id {uids[0]}, not to you (uid {me}); "
+                      "run this as that user or as root")
+
+
+def _refuse_shared_group(stat: proc.Stat, stats: list[proc.Stat]) -> None:
+    others = [s for s in proc.group_members(stat.pgid, stats) if s.pid != stat.pid]
+    if not others:
+        return
+    names = ", ".join(describe(s) for s in others[:5]) + (" ..." if len(others) > 5 else "")
+    raise Refusal(f"process {describe(stat)} shares its process group with {names}; moving it alone "
+                  "would split that job. Move the whole terminal session instead (steal mode, -T), "
+                  "or pick the job's top process once the others have finished")
+
+
+def _terminal_fds(pid: int, stat: proc.Stat, force_stdio: bool) -> tuple[list[int], int | None]:
+    ctty = stat.tty_dev
+    wanted = {d for d in (ctty, proc.DEV_TTY, proc.DEV_CONSOLE) if d is not None}
+    fds, ctty_fd = [], None
+    for fd in proc.open_fds(pid):
+        rdev = proc.fd_rdev(pid, fd)
+        if rdev in wanted:
+            fds.append(fd)
+            if rdev == ctty and ctty_fd is None:
+                ctty_fd = fd
+    if force_stdio:
+        fds = sorted(set(fds) | {0, 1, 2})
+    return fds, ctty_fd
+
+
+def _flags(pid: int, fd: int) -> int:
+    try:
+        return proc.fd_flags(pid, fd)
+    except OSError:
+        return 0
+
+
+def check_tty_free(tty_path: str) -> None:
+    """Refuse a destination that is another session's controlling terminal (TIOCSCTTY would fail).
+
+    TIOCGSID answers only for one's own terminal, so look for any process whose stat names it.
+    """
+    try:
+        st = os.stat(tty_path)
+    except OSError as e:
+        raise Refusal(f"cannot use the new terminal {tty_path}: {e.strerror}") from None
+    if not _is_terminal(tty_path):
+        raise Refusal(f"{tty_path} is not a terminal device")
+    holders = [s for s in proc.all_stats() if s.tty_dev == st.st_rdev]
+    if holders:
+        leader = min(holders, key=lambda s: (s.pid != s.sid, s.pid))
+        raise Refusal(f"{tty_path} is already the controlling terminal of session {leader.sid} "
+                      f"(process {describe(leader)}); that session must release it first")
+
+
+def _is_terminal(path: str) -> bool:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        return os.isatty(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,92 @@
+"""Steps with a way back: the shape every change to a target takes.
+
+Each step is done, then its undo is pushed. Leaving the `with` block by an exception runs the undos of
+every completed step, newest first; leaving it normally runs only the cleanups (undos marked `always`).
+While the block runs, SIGINT/SIGTERM/SIGHUP to *us* are held and checked between steps, so a user's ^C
+aborts at a step boundary and the target is given back, instead of leaving it half-moved.
+
+The test-only fault hook: REPTYR_TMUX_FAULT=<step name> makes that step fail right after it is done.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from reptyr_tmux.errors import InjectedFault, Interrupted
+
+T = TypeVar("T")
+HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+FAULT_ENV = "REPTYR_TMUX_FAULT"
+
+
+class Transaction:
+    def __init__(self, verbose: bool = False):
+        self.verbose = verbose
+        self.steps_done: list[str] = []
+        self.undo_errors: list[str] = []
+        self._undos: list[tuple[str, Callable[[], object], bool]] = []
+        self._old_mask: set[int] | None = None
+        self._fault = os.environ.get(FAULT_ENV)
+        self._t0 = time.monotonic()
+
+    def __enter__(self) -> Transaction:
+        self._old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        failed = exc_type is not None
+        try:
+            self._unwind(failed)
+        finally:
+            pending = self._take_pending_signal()
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask or set())
+        if pending and not failed:
+            raise Interrupted(pending)  # arrived during the cleanups: the job is done, say so anyway
+
+    def step(self, name: str, do: Callable[[], T], undo: Callable[[T], object] | None = None,
+             always: bool = False) -> T:
+        """Do one step; remember how to undo it (on failure, or always if `always`)."""
+        self.check_interrupt()
+        value = do()
+        self.steps_done.append(name)
+        self.log(name)
+        if undo is not None:
+            self._undos.append((name, lambda: undo(value), always))
+        if self._fault == name:
+            raise InjectedFault(f"fault injected after step '{name}'")
+        return value
+
+    def check_interrupt(self) -> None:
+        signum = self._take_pending_signal()
+        if signum:
+            raise Interrupted(signum)
+
+    def log(self, message: str) -> None:
+        if self.verbose:
+            ms = (time.monotonic() - self._t0) * 1000
+            print(f"[{ms:7.1f} ms] {message}", file=sys.stderr)
+
+    def _unwind(self, failed: bool) -> None:
+        while self._undos:
+            name, undo, always = self._undos.pop()
+            if not (failed or always):
+                continue
+            try:
+                undo()
+                self.log(f"undo {name}" if failed else f"cleanup {name}")
+            except Exception as e:  # keep undoing the rest: one failure must not strand the others
+                self.undo_errors.append(f"{name}: {e}")
+                self.log(f"undo {name} FAILED: {e}")
+
+    @staticmethod
+    def _take_pending_signal() -> int | None:
+        pending = signal.sigpending() & HELD_SIGNALS
+        if not pending:
+            return None
+        signum = signal.sigtimedwait(pending, 0)
+        return signum.si_signo if signum else None
