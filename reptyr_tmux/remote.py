@@ -127,7 +127,7 @@ class RemoteProcess:
         result = self.raw_syscall(name, *args)
         if -4096 < result < 0:
             raise RemoteError(name, -result)
-        return result
+        return result & ((1 << (8 * self.arch.word)) - 1)  # addresses above 2 GiB on i386 stay positive
 
     def raw_syscall(self, name: str, *args: int) -> int:
         arch = self.arch

@@ -1,0 +1,200 @@
+"""Real ptys, real processes: victims run on a terminal the test owns (a stand-in for an ssh session)."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from reptyr_tmux import proc
+
+VICTIMS = Path(__file__).parent / "victims"
+ECHO = [sys.executable, str(VICTIMS / "echo.py")]
+
+
+class Terminal:
+    """The master side of a pty, with a little expect()."""
+
+    def __init__(self, master: int, slave_path: str):
+        self.master = master
+        self.slave_path = slave_path
+        self.seen = b""
+
+    @classmethod
+    def open(cls) -> tuple[Terminal, int]:
+        master, slave = os.openpty()
+        return cls(master, os.ttyname(slave)), slave
+
+    def write(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def expect(self, text: str, timeout: float = 10.0) -> str:
+        """Wait until `text` has appeared since the last expect(); return what came up to it."""
+        wanted = text.encode()
+        deadline = time.monotonic() + timeout
+        while wanted not in self.seen:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._read(left):
+                raise AssertionError(f"{text!r} never appeared; got {self.seen!r}")
+        before, _, self.seen = self.seen.partition(wanted)
+        return before.decode(errors="replace")
+
+    def quiet_for(self, seconds: float) -> bytes:
+        """Everything that arrives within `seconds`."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self._read(left)
+        data, self.seen = self.seen, b""
+        return data
+
+    def _read(self, timeout: float) -> bool:
+        ready, _, _ = select.select([self.master], [], [], timeout)
+        if not ready:
+            return False
+        try:
+            data = os.read(self.master, 65536)
+        except OSError:
+            return False
+        self.seen += data
+        return bool(data)
+
+    def close(self) -> None:
+        if self.master >= 0:
+            os.close(self.master)
+            self.master = -1
+
+
+@dataclass
+class Victim:
+    pid: int
+    term: Terminal
+    shell_pid: int | None = None
+    children: list[int] = field(default_factory=list)
+
+    def stat(self) -> proc.Stat:
+        return proc.read_stat(self.pid)
+
+    def alive(self) -> bool:
+        try:
+            return self.stat().state not in ("Z", "X")
+        except OSError:
+            return False
+
+    def fd_targets(self) -> dict[int, str]:
+        return {fd: proc.fd_target(self.pid, fd) for fd in proc.open_fds(self.pid)}
+
+
+def wait_for(predicate, timeout: float = 5.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Spawner:
+    def __init__(self) -> None:
+        self.victims: list[Victim] = []
+        self.terminals: list[Terminal] = []
+        self.pipes: list = []
+
+    def on_pty(self, argv: list[str], ready: str = "ready") -> Victim:
+        """The victim is the session leader of a fresh pty (like a program run directly by sshd)."""
+        pid, master = pty.fork()
+        if pid == 0:
+            os.execvp(argv[0], argv)
+        term = Terminal(master, "?")
+        victim = Victim(pid, term, children=[pid])
+        self._track(victim)
+        term.expect(ready)
+        return victim
+
+    def in_shell(self, command: str, ready: str = "ready") -> Victim:
+        """The victim is a foreground job of an interactive bash on a fresh pty."""
+        pid, master = pty.fork()
+        if pid == 0:
+            env = dict(os.environ, PS1="$ ", TERM="dumb", HISTFILE="/dev/null")
+            os.execvpe("bash", ["bash", "--norc", "--noprofile", "-i"], env)
+        term = Terminal(master, "?")
+        term.expect("$ ")
+        term.write(command.encode() + b"\n")
+        term.expect(ready)
+        child = wait_for(lambda: _child_of(pid), what="the job to start")
+        victim = Victim(child, term, shell_pid=pid, children=[pid])
+        self._track(victim)
+        return victim
+
+    def detached(self, argv: list[str]) -> Victim:
+        """The victim has no terminal at all: stdin is an idle pipe, stdout/stderr /dev/null."""
+        child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, start_new_session=True)
+        victim = Victim(child.pid, Terminal(-1, "?"), children=[child.pid])
+        self.pipes.append(child.stdin)
+        self._track(victim)
+        time.sleep(0.3)
+        return victim
+
+    def new_terminal(self) -> tuple[Terminal, int]:
+        term, slave = Terminal.open()
+        self.terminals.append(term)
+        return term, slave
+
+    def _track(self, victim: Victim) -> None:
+        self.victims.append(victim)
+        self.terminals.append(victim.term)
+
+    def cleanup(self) -> None:
+        for victim in self.victims:
+            for pid in [victim.pid, *victim.children]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            for pid in victim.children:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+        for term in self.terminals:
+            term.close()
+        for pipe in self.pipes:
+            pipe.close()
+
+
+def _child_of(parent: int) -> int | None:
+    for stat in proc.all_stats():
+        if stat.ppid == parent and stat.state != "Z":
+            return stat.pid
+    return None
+
+
+@pytest.fixture
+def spawn():
+    spawner = Spawner()
+    yield spawner
+    spawner.cleanup()
+
+
+@pytest.fixture(scope="session")
+def echo32(tmp_path_factory) -> str:
+    """A 32-bit victim, built with gcc -m32 (CI installs gcc-multilib)."""
+    out = tmp_path_factory.mktemp("bin") / "echo32"
+    cc = shutil.which("gcc") or shutil.which("cc")
+    result = subprocess.run([cc or "gcc", "-m32", "-O1", "-o", str(out), str(VICTIMS / "echo32.c")],
+                            capture_output=True, text=True) if cc else None
+    if result is None or result.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot build the 32-bit victim: {result.stderr if result else 'no gcc'}")
+        pytest.skip("gcc -m32 unavailable (apt-get install gcc-multilib)")
+    return str(out)

@@ -1,0 +1,278 @@
+"""The pane holder, with real processes: a target, and a holder that is session leader of a fresh pty."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from reptyr_tmux import holder
+
+REPO = Path(__file__).resolve().parent.parent
+TIOCSCTTY = 0x540E  # not in Python's termios module on every version
+SIGHUP_BIT = 1 << (signal.SIGHUP - 1)
+
+
+def stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat split so that index 0 is field 1 (pid) as numbered in proc(5)."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    comm_end = raw.rindex(")")
+    return [raw[: raw.index(" ")], raw[raw.index("(") + 1 : comm_end], *raw[comm_end + 2 :].split()]
+
+
+def stat_field(pid: int, number: int) -> int:
+    return int(stat_fields(pid)[number - 1])
+
+
+def status_field(pid: int, key: str) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name == key:
+            return value.strip()
+    raise KeyError(key)
+
+
+def cpu_ticks(pid: int) -> int:
+    return stat_field(pid, 14) + stat_field(pid, 15)  # utime + stime
+
+
+def holder_env(force_python: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.pop(holder.FORCE_PYTHON_ENV, None)
+    if force_python:
+        env[holder.FORCE_PYTHON_ENV] = "1"
+    return env
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def spawn_on_new_pty(argv: list[str], env: dict[str, str]) -> tuple[int, int, str]:
+    """Fork `argv` as session leader of a fresh pty with fds 0/1/2 on its slave, as tmux starts a pane.
+
+    Returns (pid, master fd, slave path).
+    """
+    master, slave = os.openpty()
+    slave_path = os.ttyname(slave)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(master)
+            os.setsid()
+            os.dup2(slave, 0)
+            os.dup2(slave, 1)
+            os.dup2(slave, 2)
+            if slave > 2:
+                os.close(slave)
+            fcntl.ioctl(0, TIOCSCTTY, 0)
+            os.execve(argv[0], argv, env)
+        finally:
+            os._exit(127)
+    os.close(slave)
+    return pid, master, slave_path
+
+
+@dataclass
+class Pane:
+    target: subprocess.Popen[bytes]
+    holder_pid: int
+    master: int
+    slave_path: str
+    holder_exit: int | None = None
+
+    def holder_alive(self) -> bool:
+        """Reaps the holder (our child) if it has exited, remembering its exit code."""
+        if self.holder_exit is None:
+            done, status = os.waitpid(self.holder_pid, os.WNOHANG)
+            if done:
+                self.holder_exit = os.waitstatus_to_exitcode(status)
+        return self.holder_exit is None
+
+    def wait_holder(self, timeout: float) -> int | None:
+        """The holder's exit code if it exits within `timeout` seconds, else None."""
+        deadline = time.monotonic() + timeout
+        while self.holder_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.holder_exit
+
+    def pty_output(self) -> bytes:
+        try:
+            return os.read(self.master, 65536) if select.select([self.master], [], [], 0)[0] else b""
+        except OSError:
+            return b""
+
+
+def start_pane(force_python: bool) -> Pane:
+    target = subprocess.Popen(["sleep", "30"])
+    starttime = stat_field(target.pid, 22)
+    argv = [sys.executable, "-m", "reptyr_tmux.holder", str(target.pid), str(starttime)]
+    pid, master, slave_path = spawn_on_new_pty(argv, holder_env(force_python))
+    return Pane(target, pid, master, slave_path)
+
+
+def stop_pane(pane: Pane) -> None:
+    pane.target.kill()
+    pane.target.wait()
+    if pane.wait_holder(2.0) is None:
+        os.kill(pane.holder_pid, signal.SIGKILL)
+        pane.wait_holder(10.0)
+    os.close(pane.master)
+
+
+@pytest.fixture
+def pane() -> Iterator[Pane]:
+    p = start_pane(force_python=False)
+    yield p
+    stop_pane(p)
+
+
+@pytest.fixture
+def python_pane() -> Iterator[Pane]:
+    p = start_pane(force_python=True)
+    yield p
+    stop_pane(p)
+
+
+def released_tty(pid: int) -> bool:
+    return stat_field(pid, 7) == 0
+
+
+def wait_for_waiter(pane: Pane) -> None:
+    def exec_done() -> bool:
+        if not pane.holder_alive():
+            raise AssertionError(f"holder died during setup; pty said {pane.pty_output()!r}")
+        return "memfd:" in os.readlink(f"/proc/{pane.holder_pid}/exe")
+
+    wait_until(exec_done, 10.0, "the holder to exec its memfd waiter")
+
+
+def assert_holds_pty(pane: Pane) -> None:
+    pid = pane.holder_pid
+    for fd in (0, 1, 2):
+        assert os.readlink(f"/proc/{pid}/fd/{fd}") == pane.slave_path
+    assert "pidfd" in os.readlink(f"/proc/{pid}/fd/3")
+
+
+# --- the ELF waiter ----------------------------------------------------------------------------
+
+
+def test_waiter_elf_is_one_static_load_segment() -> None:
+    image = holder.waiter_elf()
+    assert image[:4] == b"\x7fELF" and image[4] == 2 and image[5] == 1  # ELF64, little endian
+    e_type, e_machine = struct.unpack_from("<HH", image, 16)
+    entry, phoff = struct.unpack_from("<QQ", image, 24)
+    phnum = struct.unpack_from("<H", image, 56)[0]
+    assert (e_type, e_machine, phnum) == (2, 62, 1)  # ET_EXEC, EM_X86_64, one program header
+    p_type, p_flags, p_offset, p_vaddr, _, p_filesz, p_memsz = struct.unpack_from("<IIQQQQQ", image, phoff)
+    assert (p_type, p_flags, p_offset) == (1, 5, 0)  # PT_LOAD, R+X, whole file
+    assert p_filesz == p_memsz == len(image)
+    assert p_vaddr < entry < p_vaddr + len(image)
+    assert image.endswith(b"\xb8\xe7\x00\x00\x00\x31\xff\x0f\x05")  # exit_group(0)
+    print(f"waiter ELF: {len(image)} bytes")
+    assert len(image) < 512
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the ELF waiter is x86_64 only")
+def test_elf_holder_holds_the_pty_cheaply_until_the_target_dies(pane: Pane) -> None:
+    pid = pane.holder_pid
+    wait_for_waiter(pane)
+
+    rss_kb = int(status_field(pid, "VmRSS").split()[0])
+    print(f"holder VmRSS: {rss_kb} kB")
+    assert rss_kb < 1700
+
+    assert released_tty(pid), f"tty_nr is {stat_field(pid, 7)}: TIOCNOTTY did not happen"
+    assert int(status_field(pid, "SigIgn"), 16) & SIGHUP_BIT
+    assert_holds_pty(pane)
+    assert pane.pty_output() == b"", "the holder must print nothing"
+
+    os.kill(pid, signal.SIGHUP)
+    time.sleep(0.2)
+    assert pane.holder_alive(), "SIGHUP ended the holder"
+
+    os.kill(pid, signal.SIGSTOP)  # a stop/continue interrupts poll(); the waiter must go back to it
+    wait_until(lambda: stat_fields(pid)[2] == "T", 5.0, "the holder to stop")
+    os.kill(pid, signal.SIGCONT)
+    time.sleep(0.2)
+    assert pane.holder_alive(), "a stop/continue ended the holder"
+
+    before = cpu_ticks(pid)
+    time.sleep(0.5)
+    assert cpu_ticks(pid) == before, "the waiter is using CPU"
+
+    assert pane.holder_alive()
+    pane.target.kill()
+    assert pane.wait_holder(1.0) == 0, "the holder did not exit within 1 s of the target"
+
+
+def test_recycled_starttime_is_refused() -> None:
+    target = subprocess.Popen(["sleep", "30"])
+    try:
+        wrong = stat_field(target.pid, 22) + 1
+        result = subprocess.run(
+            [sys.executable, "-m", "reptyr_tmux.holder", str(target.pid), str(wrong)],
+            env=holder_env(force_python=False), stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=10,
+        )
+    finally:
+        target.kill()
+        target.wait()
+    assert result.returncode == 1
+    assert result.stdout == ""
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1, message
+    assert "recycled" in message and str(target.pid) in message
+
+
+def test_vanished_target_is_refused() -> None:
+    target = subprocess.Popen(["true"])
+    starttime = stat_field(target.pid, 22)
+    target.wait()
+    result = subprocess.run(
+        [sys.executable, "-m", "reptyr_tmux.holder", str(target.pid), str(starttime)],
+        env=holder_env(force_python=False), stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=10,
+    )
+    assert result.returncode == 1
+    assert str(target.pid) in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_python_fallback_holds_until_the_target_dies(python_pane: Pane) -> None:
+    pane = python_pane
+    pid = pane.holder_pid
+
+    def set_up() -> bool:
+        if not pane.holder_alive():
+            raise AssertionError(f"holder died during setup; pty said {pane.pty_output()!r}")
+        return released_tty(pid) and "pidfd" in os.readlink(f"/proc/{pid}/fd/3")
+
+    wait_until(set_up, 10.0, "the Python holder to release its tty and move the pidfd to fd 3")
+    time.sleep(0.1)  # let it reach poll()
+    assert "memfd:" not in os.readlink(f"/proc/{pid}/exe")
+    assert int(status_field(pid, "SigIgn"), 16) & SIGHUP_BIT
+    assert_holds_pty(pane)
+
+    os.kill(pid, signal.SIGHUP)
+    before = cpu_ticks(pid)
+    time.sleep(0.5)
+    assert pane.holder_alive(), "the Python holder did not wait for the target"
+    assert cpu_ticks(pid) == before, "the Python holder is spinning"
+
+    pane.target.kill()
+    assert pane.wait_holder(1.0) == 0, "the Python holder did not exit within 1 s of the target"
