@@ -9,10 +9,12 @@ it with PTRACE_SYSCALL (entry stop, exit stop). No code in the target is ever wr
 not hold can keep running the same code safely.
 
 Interrupted calls: a target seized while blocked in read()/nanosleep()/poll() has -ERESTART* in its
-return register. The kernel restarts such a call when the task leaves a *signal* stop, but we leave it
-from a syscall-exit stop, where it would not. So `cure` does the kernel's restart itself: back the
-instruction pointer over the syscall instruction and reload the number (restart_syscall for
--ERESTART_RESTARTBLOCK), and mark "no syscall in progress" so the kernel does not restart it twice.
+return register, and it was stopped inside the kernel's signal handling. The kernel restarts such a
+call (or turns it into EINTR for a signal handler) when the task leaves *that kind* of stop. Our
+injected calls end in syscall-exit stops, where it would not, so `cure` first walks the target back
+into a signal-handling stop (PTRACE_INTERRUPT) and only then restores the saved registers, untouched,
+and detaches: the kernel then finishes the interrupted call exactly as it would have without us.
+Doing the restart by hand instead (ip -= 2) loses a signal that lands before the call re-enters.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from contextlib import contextmanager, suppress
 from ptrace.binding import func as pt
 
 from reptyr_tmux import proc
-from reptyr_tmux.arch import ERESTART_RESTARTBLOCK, RESTART_CODES, Arch, arch_of_elf
+from reptyr_tmux.arch import Arch, arch_of_elf
 from reptyr_tmux.errors import Refusal, RemoteError, TargetGone
 
 PTRACE_SEIZE = 0x4206
@@ -35,7 +37,7 @@ WALL = 0x40000000
 SYSCALL_STOP = signal.SIGTRAP | 0x80
 OPTIONS = pt.PTRACE_O_TRACESYSGOOD | pt.PTRACE_O_TRACECLONE | pt.PTRACE_O_TRACEFORK | pt.PTRACE_O_TRACEVFORK
 PAGE = 4096
-MINUS_ONE_64 = (1 << 64) - 1
+MINUS_ONE_64 = (1 << 64) - 1  # "no syscall in progress", so the kernel's restart logic stays out
 
 
 def _copy(regs):
@@ -83,9 +85,11 @@ class RemoteProcess:
         return cls(pid, parent.arch, parent)
 
     def cure(self) -> None:
-        """Give the registers back (completing an interrupted syscall's restart) and detach."""
+        """Give the registers back, exactly as saved, and detach."""
         try:
-            pt.ptrace_setregs(self.pid, self._registers_to_restore())
+            if self.injected:
+                self._return_to_signal_stop()
+            pt.ptrace_setregs(self.pid, self.saved)
             pt.ptrace_detach(self.pid, 0)
         except pt.PtraceError as e:
             if e.errno != 3:  # ESRCH: it died under us, nothing left to give back
@@ -105,21 +109,20 @@ class RemoteProcess:
             if os.WIFEXITED(status) or os.WIFSIGNALED(status):
                 return
 
-    def _registers_to_restore(self):
-        regs = _copy(self.saved)
-        arch = self.arch
-        if not self.injected or arch.orig_nr_reg is None:
-            return regs
-        in_syscall = arch.signed(getattr(regs, arch.orig_nr_reg)) >= 0
-        error = -arch.signed(getattr(regs, arch.ret_reg))
-        if in_syscall and error in RESTART_CODES:
-            number = (arch.nr("restart_syscall") if error == ERESTART_RESTARTBLOCK
-                      else getattr(regs, arch.orig_nr_reg))
-            setattr(regs, arch.nr_reg, number)
-            setattr(regs, arch.ip_reg, getattr(regs, arch.ip_reg) - len(arch.syscall_insn))
-        if in_syscall:
-            setattr(regs, arch.orig_nr_reg, MINUS_ONE_64)
-        return regs
+    def _return_to_signal_stop(self) -> None:
+        """Park the target in a stop inside the kernel's signal handling (PTRACE_EVENT_STOP).
+
+        Registers restored *there* are seen by the kernel's own restart logic on the way out, so an
+        interrupted read()/nanosleep() restarts, or returns EINTR to a handler, exactly as if we had
+        never been there. From the syscall-exit stop our last call left it in, it would not.
+        """
+        pt.ptrace(PTRACE_INTERRUPT, self.pid)
+        while True:
+            pt.ptrace_cont(self.pid, 0)
+            status = _wait_stopped(self.pid)
+            if status >> 16 == PTRACE_EVENT_STOP:
+                return
+            self._note_stop(status)
 
     # -- syscall ---------------------------------------------------------------------------------
     def syscall(self, name: str, *args: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import select
@@ -157,15 +158,11 @@ class Spawner:
     def cleanup(self) -> None:
         for victim in self.victims:
             for pid in [victim.pid, *victim.children]:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             for pid in victim.children:
-                try:
+                with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, 0)
-                except ChildProcessError:
-                    pass
         for term in self.terminals:
             term.close()
         for pipe in self.pipes:
