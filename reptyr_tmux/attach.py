@@ -40,7 +40,7 @@ class Attached:
     fds: list[int]
     new_session: bool
     stopped_job: bool
-    notes: list[str] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)
 
 
 def attach(pid: int, tty_path: str, force_stdio: bool = False, verbose: bool = False) -> Attached:
@@ -60,7 +60,7 @@ def attach(pid: int, tty_path: str, force_stdio: bool = False, verbose: bool = F
     if stopped_job or plan.stat.state == "T":
         _send(pid, signal.SIGCONT)
     return Attached(pid=pid, old_tty=proc.tty_name(plan.stat.tty_dev), new_tty=tty_path, fds=plan.fds,
-                    new_session=not plan.session_leader, stopped_job=stopped_job)
+                    new_session=not plan.session_leader, stopped_job=stopped_job, steps=tx.steps_done)
 
 
 def _move(tx: Transaction, plan: Plan, tty_path: str) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from reptyr_tmux import proc
 from reptyr_tmux.errors import Refusal
 
-MAX_PID = 1 << 22
+MAX_PID_FILE = "/proc/sys/kernel/pid_max"
 
 
 @dataclass
@@ -49,8 +49,10 @@ def parse_pid(text: str) -> int:
         raise Refusal(f"'{text}' is not a process id: give a positive number such as 1234") from None
     if pid <= 0:
         raise Refusal(f"'{text}' is not a process id: process ids are positive numbers")
-    if pid >= MAX_PID:
-        raise Refusal(f"{pid} is larger than any process id this kernel hands out")
+    with open(MAX_PID_FILE) as f:
+        pid_max = int(f.read())
+    if pid >= pid_max:
+        raise Refusal(f"{pid} is larger than any process id this kernel hands out (pid_max is {pid_max})")
     return pid
 
 

@@ -5,7 +5,8 @@ every completed step, newest first; leaving it normally runs only the cleanups (
 While the block runs, SIGINT/SIGTERM/SIGHUP to *us* are held and checked between steps, so a user's ^C
 aborts at a step boundary and the target is given back, instead of leaving it half-moved.
 
-The test-only fault hook: REPTYR_TMUX_FAULT=<step name> makes that step fail right after it is done.
+The test-only fault hook: REPTYR_TMUX_FAULT=<step name> makes that step fail right after it is done;
+REPTYR_TMUX_FAULT=<step name>:SIGTERM sends us that signal there instead.
 """
 
 from __future__ import annotations
@@ -43,10 +44,10 @@ class Transaction:
         try:
             self._unwind(failed)
         finally:
-            pending = self._take_pending_signal()
+            if failed:
+                self._take_pending_signal()  # already answered by the rollback
+            # On success a signal that came during the last step is delivered as usual on unblocking.
             signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask or set())
-        if pending and not failed:
-            raise Interrupted(pending)  # arrived during the cleanups: the job is done, say so anyway
 
     def step(self, name: str, do: Callable[[], T], undo: Callable[[T], object] | None = None,
              always: bool = False) -> T:
@@ -57,9 +58,18 @@ class Transaction:
         self.log(name)
         if undo is not None:
             self._undos.append((name, lambda: undo(value), always))
-        if self._fault == name:
-            raise InjectedFault(f"fault injected after step '{name}'")
+        self._maybe_fault(name)
         return value
+
+    def _maybe_fault(self, name: str) -> None:
+        """REPTYR_TMUX_FAULT=step fails that step; step:SIGTERM (any name) signals us right after it."""
+        step, _, signame = (self._fault or "").partition(":")
+        if step != name:
+            return
+        if signame:
+            os.kill(os.getpid(), signal.Signals[signame])
+        else:
+            raise InjectedFault(f"fault injected after step '{name}'")
 
     def check_interrupt(self) -> None:
         signum = self._take_pending_signal()
