@@ -32,9 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("-v", "--version"):
         print(f"reptyr-tmux {__version__}")
         return 0
-    commands = {"attach": cmd_attach, "demo": cmd_demo}
+    commands = {"attach": cmd_attach, "adopt": cmd_adopt, "pick": cmd_pick, "plugin-init": cmd_plugin_init,
+                "demo": cmd_demo}
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        print("usage: reptyr-tmux {attach,demo} ...  (reptyr-tmux COMMAND -h for more)",
+        print("usage: reptyr-tmux {attach,adopt,pick,demo} ...  (reptyr-tmux COMMAND -h for more)",
               file=sys.stdout if argv[:1] in (["-h"], ["--help"]) else sys.stderr)
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
     try:
@@ -119,6 +120,72 @@ def _new_pty(command: list[str], with_stdio: bool) -> int:
         os.close(slave)  # the command holds it now; its exit ends the relay
     relay(master)
     return 0
+
+
+def _server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-L", dest="socket_name", metavar="NAME", help="tmux server socket name")
+    parser.add_argument("-S", dest="socket_path", metavar="PATH", help="tmux server socket path")
+
+
+def cmd_adopt(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="reptyr-tmux adopt", description="Move a running process into a new tmux pane.")
+    where = parser.add_mutually_exclusive_group()
+    for flag, placement in (("--window", "window"), ("--split-h", "split-h"), ("--split-v", "split-v")):
+        where.add_argument(flag, dest="placement", action="store_const", const=placement)
+    where.add_argument("--popup", dest="placement", action="store_const", const="popup")
+    parser.add_argument("-t", dest="target", metavar="TARGET", help="tmux target session/window/pane")
+    _server_options(parser)
+    parser.add_argument("-s", dest="stdio", action="store_true", help="also attach fds 0-2 (no tty)")
+    parser.add_argument("--no-redraw", action="store_true", help="do not SIGTSTP/SIGCONT afterwards")
+    parser.add_argument("--remain-on-exit", action="store_true", help="keep the pane after it exits")
+    parser.add_argument("--check", action="store_true", help="only say whether PID can be adopted")
+    parser.add_argument("--start-time", type=int, help="refuse unless PID started at this tick (picker)")
+    parser.add_argument("pid", metavar="PID")
+    args = parser.parse_args(argv)
+    return _adopt(args)
+
+
+def _adopt(args: argparse.Namespace) -> int:
+    from reptyr_tmux.adopt import adopt, check
+    from reptyr_tmux.errors import Refusal
+    from reptyr_tmux.survey import parse_pid
+    from reptyr_tmux.tmux import Server
+
+    pid = parse_pid(args.pid)
+    if args.check:
+        server = Server(args.socket_name, args.socket_path) if _in_reach_of_tmux(args) else None
+        print(check(pid, server, args.stdio))
+        return 0
+    if args.placement == "popup":
+        raise Refusal("--popup is not supported yet; use --window, --split-h or --split-v")
+    server = Server(args.socket_name, args.socket_path)
+    try:
+        done = adopt(pid, server, placement=args.placement or "window", target=args.target,
+                     redraw=not args.no_redraw, force_stdio=args.stdio, start_time=args.start_time,
+                     remain_on_exit=args.remain_on_exit)
+    except ReptyrError as e:
+        server.message(f"reptyr-tmux: {e}")
+        raise
+    print(f"adopted {done.pid} ({done.name}) from {done.old_tty} into pane {done.pane.pane_id} "
+          f"in {done.took_ms:.0f} ms")
+    return 0
+
+
+def _in_reach_of_tmux(args: argparse.Namespace) -> bool:
+    return bool(args.socket_name or args.socket_path or os.environ.get("TMUX"))
+
+
+def cmd_pick(argv: list[str]) -> int:
+    from reptyr_tmux.picker import main as pick_main
+
+    return pick_main(argv)
+
+
+def cmd_plugin_init(argv: list[str]) -> int:
+    from reptyr_tmux.plugin import init
+
+    return init(argv)
 
 
 def _take_stdin_as_ctty() -> None:

@@ -1,65 +1,76 @@
-"""`reptyr-tmux demo`: show the engine moving a real program between two real terminals."""
+"""`reptyr-tmux demo`: a forgotten job on a scratch terminal is adopted into a tmux window.
+
+The job runs on a pty of its own (the stand-in for a plain ssh session); we adopt it into session
+`reptyr-demo` of a private tmux server (socket `reptyr-demo`), prove it answers there, and leave it
+running for the user to look at.
+"""
 
 from __future__ import annotations
 
 import os
-import pty
-import select
-import signal
+import subprocess
 import sys
 import time
 
 from reptyr_tmux import proc
 
-# A stand-in for the long job someone started in a plain ssh session.
+SOCKET = SESSION = "reptyr-demo"
+
+# The long job someone started in a plain ssh session and wishes were in tmux.
 FORGOTTEN_JOB = r"""
-import sys, time
-print("job: started", flush=True)
-for line in sys.stdin:
-    print("job: you said", line.strip(), flush=True)
+import os, select, sys, time
+n = 0
+while True:
+    n += 1
+    print(f"working... step {n} (pid {os.getpid()}, terminal {os.ttyname(1)}); type here and press Enter",
+          flush=True)
+    if select.select([0], [], [], 2.0)[0]:
+        line = sys.stdin.readline()
+        if not line:
+            break
+        print("you said:", line.strip(), flush=True)
 """
 
 
-def _read_for(fd: int, seconds: float) -> str:
-    out, deadline = b"", time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        if not select.select([fd], [], [], left)[0]:
-            break
-        try:
-            out += os.read(fd, 4096)
-        except OSError:
-            break
-    return out.decode(errors="replace")
+def start_forgotten_job() -> tuple[int, int]:
+    """The job, on a scratch pty; returns (pid, master fd). It is not our child: it outlives us."""
+    master, slave = os.openpty()
+    job = subprocess.Popen([sys.executable, "-c", FORGOTTEN_JOB], stdin=slave, stdout=slave, stderr=slave,
+                           start_new_session=True, preexec_fn=_take_stdin_as_ctty, close_fds=True)
+    os.close(slave)
+    deadline = time.monotonic() + 5
+    while not os.read(master, 4096) and time.monotonic() < deadline:
+        pass
+    return job.pid, master
 
 
-def _where(pid: int) -> str:
-    stat = proc.read_stat(pid)
-    return f"terminal {proc.tty_name(stat.tty_dev)}, session {stat.sid}"
+def _take_stdin_as_ctty() -> None:
+    import fcntl
+    import termios
+
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 def run_demo(argv: list[str]) -> int:
-    from reptyr_tmux.attach import attach
+    import libtmux
 
-    pid, old_master = pty.fork()
-    if pid == 0:
-        os.execv(sys.executable, [sys.executable, "-c", FORGOTTEN_JOB])
-    _read_for(old_master, 1.0)
-    print(f"1. started a job, pid {pid}, on a scratch terminal ({_where(pid)})")
-    new_master, new_slave = os.openpty()
-    started = time.monotonic()
-    try:
-        attach(pid, os.ttyname(new_slave))
-    finally:
-        os.close(new_slave)
-    took = (time.monotonic() - started) * 1000
-    print(f"2. moved it in {took:.1f} ms: now {_where(pid)}")
-    os.close(old_master)
-    print("3. closed its old terminal; it is still alive:", proc.read_stat(pid).state != "Z")
-    os.write(new_master, b"hello from the new terminal\n")
-    reply = [line for line in _read_for(new_master, 1.0).splitlines() if line.startswith("job:")]
-    print("4. typed a line on the new terminal, it answered:", reply[-1] if reply else "(nothing)")
-    os.kill(pid, signal.SIGTERM)
-    os.waitpid(pid, 0)
-    os.close(new_master)
-    print("done: try it on your own jobs with 'reptyr-tmux attach PID' from another terminal")
-    return 0 if reply else 1
+    from reptyr_tmux.adopt import adopt
+    from reptyr_tmux.tmux import Server
+
+    server = libtmux.Server(socket_name=SOCKET)
+    server.new_session(session_name=SESSION, kill_session=True, attach=False, x=110, y=30)
+    pid, scratch = start_forgotten_job()
+    print(f"1. started a job, pid {pid}, on terminal {proc.tty_name(proc.read_stat(pid).tty_dev)} "
+          "(a stand-in for a plain ssh session)")
+    done = adopt(pid, Server(socket_name=SOCKET), target=SESSION)
+    print(f"2. adopted it into tmux in {done.took_ms:.0f} ms: it now runs on {done.pane.pane_tty}, "
+          f"the pane's own terminal (pane {done.pane.pane_id}, no relay process)")
+    os.close(scratch)
+    print(f"3. closed its old terminal; still running: {proc.read_stat(pid).state not in 'ZX'}")
+    pane = server.panes.get(pane_id=done.pane.pane_id)
+    pane.send_keys("hello from tmux", enter=True)
+    time.sleep(0.5)
+    answer = [line for line in pane.capture_pane() if line.startswith("you said")]
+    print(f"4. typed a line into the pane; it answered: {answer[-1] if answer else '(nothing yet)'}")
+    print(f"\nLook at it:  tmux -L {SOCKET} attach -t {SESSION}      (C-c in that window ends the job)")
+    return 0 if answer else 1

@@ -1,0 +1,205 @@
+"""`reptyr-pick`: a tmux menu of the processes one may adopt; choosing one runs `adopt`.
+
+Everything shown comes from /proc and is attacker-controlled text: it goes through tmux_literal (no
+formats, no control characters). The command an item runs holds only our own executable, options and
+numbers: the pid and its start time, so a pid reused after the menu was drawn is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+
+from reptyr_tmux import proc
+from reptyr_tmux.errors import Refusal, ReptyrError
+from reptyr_tmux.survey import survey
+from reptyr_tmux.text import from_bytes, printable, tmux_literal
+from reptyr_tmux.tmux import Server
+
+MENU_KEYS = "123456789abcdefghijklmnoprstuvwxyz"
+MENU_WIDTH = 70
+OPTION_DEFAULTS = {"@reptyr-placement": "window", "@reptyr-redraw": "on",
+                   "@reptyr-remain-on-exit": "off", "@reptyr-pick-all": "off"}
+
+
+@dataclass
+class Candidate:
+    pid: int
+    starttime: int
+    tty: str
+    elapsed: str
+    command: str
+    stdio: bool  # needs -s: it has no terminal
+    refusal: str | None  # why it cannot be adopted, or None
+
+
+def candidates(exclude_ttys: set[str], include_all: bool = False) -> list[Candidate]:
+    """Our user's processes on a terminal outside this tmux (or any, with include_all), then
+    processes without a terminal whose output goes to a file or /dev/null (nohup jobs)."""
+    me, my_family = os.geteuid(), _ancestors(os.getpid())
+    boot_ticks = _uptime_ticks()
+    found = []
+    for stat in proc.all_stats():
+        if stat.pid in my_family or stat.flags & proc.PF_KTHREAD or stat.state in "ZX" or stat.pid == 1:
+            continue
+        if stat.comm.startswith("tmux"):
+            continue  # the server and its clients: adopting them into themselves makes no sense
+        if not _owned_by(stat.pid, me):
+            continue
+        tty = proc.pts_path(stat.tty_dev) if stat.tty_dev else None
+        if tty is None and stat.tty_dev is not None:
+            continue  # a console or serial line: not ours to take
+        if tty is not None and tty in exclude_ttys and not include_all:
+            continue
+        stdio = tty is None
+        if stdio and not _looks_like_a_nohup_job(stat.pid):
+            continue
+        found.append(Candidate(
+            pid=stat.pid, starttime=stat.starttime, tty=proc.tty_name(stat.tty_dev),
+            elapsed=_elapsed(boot_ticks - stat.starttime), command=_command(stat),
+            stdio=stdio, refusal=_why_not(stat.pid, stdio)))
+    found.sort(key=lambda c: (c.stdio, c.refusal is not None, c.tty, c.pid))
+    return found
+
+
+def menu_arguments(found: list[Candidate], adopt_argv: list[str]) -> list[str]:
+    """display-menu arguments: a title, then name/key/command triples."""
+    args = ["-T", "#[align=centre] adopt which process? "]
+    usable = [c for c in found if c.refusal is None]
+    for key, cand in zip(MENU_KEYS, usable):
+        args += [tmux_literal(_label(cand), MENU_WIDTH), key, _run_adopt(cand, adopt_argv)]
+    unusable = [c for c in found if c.refusal is not None]
+    if unusable:
+        args += [""]  # a separator, then greyed items saying why
+        for cand in unusable[:8]:
+            args += ["-" + tmux_literal(f"{_label(cand)} — {cand.refusal}", MENU_WIDTH), "", ""]
+    hidden = max(0, len(usable) - len(MENU_KEYS)) + max(0, len(unusable) - 8)
+    if hidden:
+        args += ["-" + f"({hidden} more not shown)", "", ""]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="reptyr-pick", description="Pick a process to adopt into tmux.")
+    parser.add_argument("--all", action="store_true", help="also list processes on this tmux's panes")
+    parser.add_argument("--list", action="store_true", help="print the candidates instead of a menu")
+    parser.add_argument("-L", dest="socket_name")
+    parser.add_argument("-S", dest="socket_path")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        server = Server(args.socket_name, args.socket_path)
+        options = _options(server)
+        found = candidates(server.pane_ttys(), args.all or options["@reptyr-pick-all"] == "on")
+        if args.list:
+            for cand in found:
+                print(printable(f"{_label(cand)}{'  [' + cand.refusal + ']' if cand.refusal else ''}"))
+            return 0
+        if not found:
+            server.message("reptyr-tmux: no process to adopt (none of yours runs on another terminal)")
+            return 0
+        server.cmd("display-menu", *menu_arguments(found, _adopt_argv(args, options)))
+    except ReptyrError as e:
+        print(f"reptyr-pick: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+def _adopt_argv(args: argparse.Namespace, options: dict[str, str]) -> list[str]:
+    argv = [sys.executable, "-m", "reptyr_tmux", "adopt", f"--{options['@reptyr-placement']}"]
+    if options["@reptyr-redraw"] == "off":
+        argv.append("--no-redraw")
+    if options["@reptyr-remain-on-exit"] == "on":
+        argv.append("--remain-on-exit")
+    if args.socket_name:
+        argv += ["-L", args.socket_name]
+    if args.socket_path:
+        argv += ["-S", args.socket_path]
+    return argv
+
+
+def _run_adopt(cand: Candidate, adopt_argv: list[str]) -> str:
+    """The tmux command of one menu item: numbers and our own argv only, quoted for sh and tmux."""
+    argv = [*adopt_argv, *(["-s"] if cand.stdio else []), "--start-time", str(cand.starttime), str(cand.pid)]
+    shell = shlex.join(argv)
+    return "run-shell -b " + _tmux_quote(shell)
+
+
+def _tmux_quote(text: str) -> str:
+    # Single quotes: tmux expands nothing inside them but formats, whose '#' we double.
+    return "'" + text.replace("#", "##").replace("'", "'\\''") + "'"
+
+
+def _options(server: Server) -> dict[str, str]:
+    options = dict(OPTION_DEFAULTS)
+    for line in server.cmd("show-options", "-g").splitlines():
+        name, _, value = line.partition(" ")
+        if name in options and value:
+            options[name] = value.strip().strip('"')
+    placement = options["@reptyr-placement"]
+    if placement not in ("window", "split-h", "split-v", "popup"):
+        raise Refusal(f"@reptyr-placement is '{placement}'; use window, split-h, split-v or popup")
+    return options
+
+
+def _label(cand: Candidate) -> str:
+    return f"{cand.pid:>7} {cand.tty:<7} {cand.elapsed:>9}  {cand.command}"
+
+
+def _command(stat: proc.Stat) -> str:
+    try:
+        with open(f"/proc/{stat.pid}/cmdline", "rb") as f:
+            raw = f.read(4096)
+    except OSError:
+        raw = b""
+    text = from_bytes(raw.replace(b"\0", b" ")).strip()
+    return printable(text or f"[{stat.comm}]", 120)
+
+
+def _why_not(pid: int, stdio: bool) -> str | None:
+    try:
+        survey(pid, force_stdio=stdio)
+    except Refusal as e:
+        return str(e).split(";")[0].split(":")[0][:60]
+    except OSError:
+        return "gone"
+    return None
+
+
+def _looks_like_a_nohup_job(pid: int) -> bool:
+    target = proc.fd_target(pid, 1)
+    return target == "/dev/null" or target.startswith("/") and not target.startswith("/dev/")
+
+
+def _owned_by(pid: int, uid: int) -> bool:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid == uid
+    except OSError:
+        return False
+
+
+def _ancestors(pid: int) -> set[int]:
+    family = set()
+    while pid > 1 and pid not in family:
+        family.add(pid)
+        try:
+            pid = proc.read_stat(pid).ppid
+        except OSError:
+            break
+    return family
+
+
+def _uptime_ticks() -> int:
+    with open("/proc/uptime") as f:
+        return int(float(f.read().split()[0]) * os.sysconf("SC_CLK_TCK"))
+
+
+def _elapsed(ticks: int) -> str:
+    seconds = max(0, ticks // os.sysconf("SC_CLK_TCK"))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    clock = f"{hours:d}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:d}:{seconds:02d}"
+    return f"{days}-{clock}" if days else clock

@@ -1,0 +1,80 @@
+"""A thin, typed door to a tmux server, named like tmux's own objects.
+
+The adoption path calls the tmux binary directly: importing libtmux costs ~65 ms here, more than the
+whole attach. libtmux serves the demo and the tests, where start-up time does not matter.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from reptyr_tmux.errors import ReptyrError
+from reptyr_tmux.text import tmux_literal
+
+PANE_FORMAT = "#{pane_id}\t#{pane_pid}\t#{pane_tty}\t#{window_id}"
+PLACEMENTS = {"window": ["new-window"], "split-h": ["split-window", "-h"],
+              "split-v": ["split-window", "-v"]}
+
+
+class TmuxError(ReptyrError):
+    pass
+
+
+@dataclass(frozen=True)
+class Pane:
+    pane_id: str
+    pane_pid: int
+    pane_tty: str
+    window_id: str
+
+
+class Server:
+    def __init__(self, socket_name: str | None = None, socket_path: str | None = None):
+        binary = shutil.which("tmux")
+        if binary is None:
+            raise TmuxError("tmux is not installed (apt-get install tmux)")
+        self.argv = [binary]
+        if socket_name:
+            self.argv += ["-L", socket_name]
+        if socket_path:
+            self.argv += ["-S", socket_path]
+        if not (socket_name or socket_path or os.environ.get("TMUX")):
+            raise TmuxError("not inside tmux: run this from a tmux pane or key binding, or name the "
+                            "server with -L/-S")
+
+    def cmd(self, *args: str) -> str:
+        result = subprocess.run([*self.argv, *args], capture_output=True, text=True,
+                                stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            reason = result.stderr.strip() or f"exit status {result.returncode}"
+            raise TmuxError(f"tmux {args[0]} failed: {reason}")
+        return result.stdout
+
+    def new_pane(self, placement: str, command: list[str], name: str, target: str | None) -> Pane:
+        """A new window or split running `command` as its first process."""
+        args = [*PLACEMENTS[placement], "-P", "-F", PANE_FORMAT]
+        if placement == "window":
+            args += ["-n", tmux_literal(name, 40)]
+        if target:
+            args += ["-t", target]
+        fields = self.cmd(*args, *command).strip().split("\t")
+        return Pane(fields[0], int(fields[1]), fields[2], fields[3])
+
+    def pane_ttys(self) -> set[str]:
+        return set(self.cmd("list-panes", "-a", "-F", "#{pane_tty}").split())
+
+    def server_pid(self) -> int:
+        return int(self.cmd("display-message", "-p", "#{pid}").strip())
+
+    def message(self, text: str, target: str | None = None) -> None:
+        args = ["display-message"] + (["-t", target] if target else [])
+        try:
+            self.cmd(*args, tmux_literal(text, 300))
+        except TmuxError:
+            pass  # no client to show it to: the caller prints it as well
+
+    def option(self, name: str) -> str:
+        return self.cmd("show-option", "-gqv", name).strip()
