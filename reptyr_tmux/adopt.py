@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from reptyr_tmux import proc
 from reptyr_tmux.attach import attach
 from reptyr_tmux.errors import Refusal, ReptyrError
+from reptyr_tmux.holder import READY_COMMS
 from reptyr_tmux.survey import describe, survey
 from reptyr_tmux.text import printable, tmux_literal
 from reptyr_tmux.tmux import Pane, Server
@@ -70,13 +71,40 @@ def holder_command(pid: int, starttime: int) -> list[str]:
 
 
 def redraw_screen(pid: int) -> None:
-    """SIGTSTP then SIGCONT: curses programs repaint in their handlers. The target now leads an
-    orphaned group, so the kernel never stops a program that does not handle SIGTSTP itself."""
-    for signum in (signal.SIGTSTP, signal.SIGCONT):
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            return
+    """SIGTSTP, then SIGCONT once it has landed: curses programs repaint in their SIGTSTP handler.
+
+    The target now leads an orphaned group, so the kernel drops the stop for a program without a
+    handler. SIGCONT must wait: sent while SIGTSTP is still pending, it cancels it (and the repaint).
+    It is needed only when the handler stopped the program for real (raise(SIGSTOP)).
+    """
+    try:
+        # ncurses repaints inside the handler: landing while it still handles the attach's SIGWINCH
+        # garbles both, so wait until that is delivered and the program is asleep again.
+        _wait(lambda: not _pending(pid, signal.SIGWINCH) and _state(pid) == "S")
+        os.kill(pid, signal.SIGTSTP)
+        if _wait(lambda: not _pending(pid, signal.SIGTSTP)) and _wait(lambda: _state(pid) == "T", 0.05):
+            os.kill(pid, signal.SIGCONT)
+    except (OSError, KeyError):
+        return  # it exited meanwhile: nothing to redraw
+
+
+def _pending(pid: int, signum: int) -> bool:
+    status = proc.read_status(pid)
+    mask = proc.signal_mask(status, "SigPnd") | proc.signal_mask(status, "ShdPnd")
+    return proc.has_signal(mask, signum)
+
+
+def _state(pid: int) -> str:
+    return proc.read_stat(pid).state
+
+
+def _wait(condition, limit_s: float = 0.5) -> bool:
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
 
 
 def _refuse_tmux_itself(pid: int, server: Server) -> None:
@@ -95,7 +123,7 @@ def _wait_for_holder(pane: Pane) -> None:
         if stat is None or stat.state == "Z":
             raise ReptyrError("the new pane closed before the process could move in "
                               "(the process may have exited, or its pid been reused)")
-        if stat.tty_nr == 0:
+        if stat.tty_nr == 0 and stat.comm in READY_COMMS:
             return
         time.sleep(0.002)
     raise ReptyrError("the new pane's holder did not get ready within 5 s")

@@ -197,6 +197,19 @@ def _restore_python_ignored_signals() -> None:
         signal.signal(signum, signal.SIG_DFL)
 
 
+READY_NAME = b"reptyr-holder"  # our comm once the tty is released (what adopt waits for)
+# ... and the waiter's, after exec from the memfd (the kernel names it "memfd:<name>", cut at 15).
+READY_COMMS = frozenset({READY_NAME.decode(), f"memfd:{WAITER_NAME}"[:15]})
+
+
+def announce_ready() -> None:
+    """Rename ourselves: adopt must not inject before TIOCNOTTY, and a fresh child of tmux shows
+    tty 0 too (before it took the pane's tty), so the name is the only unambiguous sign."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(15, READY_NAME, 0, 0, 0)  # PR_SET_NAME
+
+
 def exec_waiter() -> None:
     """Replace this process with the ELF waiter; returns only if that is impossible."""
     if platform.machine() != "x86_64" or os.environ.get(FORCE_PYTHON_ENV) == "1":
@@ -246,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     release_ctty()
+    announce_ready()
     move_to_waiter_fd(pidfd)
     exec_waiter()
     wait_in_python(PIDFD_FD)

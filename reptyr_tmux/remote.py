@@ -161,8 +161,9 @@ class RemoteProcess:
             return True
         if event in (pt.PTRACE_EVENT_FORK, pt.PTRACE_EVENT_VFORK, pt.PTRACE_EVENT_CLONE):
             self.new_child = pt.ptrace_geteventmsg(self.pid)
-        elif event == 0 and not self._ignores(stopsig):
+        elif event == 0 and stopsig != signal.SIGCONT and not self._ignores(stopsig):
             # A real signal arrived while we hold the target: keep it for after the detach.
+            # (SIGCONT is left out: TIOCNOTTY sends one as a side effect, and the target runs anyway.)
             self.deferred_signals.append(stopsig)
         # Group stops and PTRACE_EVENT_STOPs need nothing: we simply carry on.
         return False

@@ -34,6 +34,10 @@ def spin() -> None:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
+    if "--name" in args:  # what ps and the picker show as its name (prctl PR_SET_NAME)
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, args[args.index("--name") + 1].encode()[:15], 0, 0, 0)
     signal.signal(signal.SIGWINCH, on_winch)
     if "--catch-int" in args:
         signal.signal(signal.SIGINT, on_int)

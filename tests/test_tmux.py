@@ -1,0 +1,264 @@
+"""The tmux plugin on a real tmux server (private socket): adopt, picker, key binding, safety."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ECHO, VICTIMS, Terminal, wait_for
+
+from reptyr_tmux import proc
+from reptyr_tmux.picker import MENU_KEYS
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "reptyr_tmux"]
+
+
+class Tmux:
+    def __init__(self, socket: str):
+        self.socket = socket
+        self.argv = ["tmux", "-L", socket]
+
+    def __call__(self, *args: str) -> str:
+        return subprocess.run([*self.argv, *args], capture_output=True, text=True, check=True).stdout
+
+    def screen(self, target: str) -> str:
+        return self("capture-pane", "-p", "-t", target)
+
+    def wait_screen(self, target: str, text: str, timeout: float = 10) -> str:
+        return wait_for(lambda: text in self.screen(target) and self.screen(target), timeout, repr(text))
+
+    def windows(self) -> list[str]:
+        return self("list-windows", "-t", "main", "-F", "#{window_index}").split()
+
+    def pane(self, target: str, fmt: str) -> str:
+        return self("display-message", "-p", "-t", target, fmt).strip()
+
+
+@pytest.fixture
+def tmux():
+    server = Tmux(f"reptyr-test-{os.getpid()}-{time.monotonic_ns()}")
+    server("-f", "/dev/null", "new-session", "-d", "-s", "main", "-x", "100", "-y", "30")
+    yield server
+    subprocess.run([*server.argv, "kill-server"], capture_output=True)
+
+
+def adopt(tmux: Tmux, pid: int, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, "adopt", "-L", tmux.socket, "-t", "main", *extra, str(pid)],
+                          capture_output=True, text=True, timeout=30, env=env)
+
+
+def adopted(tmux: Tmux, victim) -> str:
+    result = adopt(tmux, victim.pid)
+    assert result.returncode == 0, result.stderr
+    return "main:1"
+
+
+def test_adopt_echo_program_into_a_window(spawn, tmux):
+    victim = spawn.on_pty(ECHO)
+    pane = adopted(tmux, victim)
+    tmux("send-keys", "-t", pane, "hello pane", "Enter")
+    tmux.wait_screen(pane, "got: hello pane")
+    assert victim.stat().tty_dev == os.stat(tmux.pane(pane, "#{pane_tty}")).st_rdev
+    assert tmux.pane(pane, "#{window_name}") == "python"
+
+
+def masters_of(tty_path: str) -> set[int]:
+    """Every process holding the master side of the pty `tty_path` (from fdinfo's tty-index)."""
+    index = tty_path.rsplit("/", 1)[1]
+    holders = set()
+    for pid in proc.all_pids():
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") != "/dev/ptmx":
+                    continue
+                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                    if f"tty-index:\t{index}\n" in f.read():
+                        holders.add(pid)
+        except OSError:
+            continue
+    return holders
+
+
+def test_no_relay_process_and_a_tiny_holder(spawn, tmux):
+    victim = spawn.on_pty(ECHO)
+    pane = adopted(tmux, victim)
+    tty = tmux.pane(pane, "#{pane_tty}")
+    assert masters_of(tty) == {int(tmux("display-message", "-p", "#{pid}"))}  # only tmux reads it
+    holder = int(tmux.pane(pane, "#{pane_pid}"))
+    rss_kb = wait_for(lambda: "memfd:" in os.readlink(f"/proc/{holder}/exe")
+                      and int(proc.read_status(holder)["VmRSS"].split()[0]))
+    print(f"holder RSS after adoption: {rss_kb} kB")
+    assert rss_kb < 1700
+
+
+def test_resize_ctrl_c_reach_the_target(spawn, tmux):
+    victim = spawn.on_pty([*ECHO, "--catch-int"])
+    pane = adopted(tmux, victim)
+    tmux("resize-window", "-t", pane, "-x", "77", "-y", "21")
+    tmux.wait_screen(pane, "winch 21x77")
+    tmux("send-keys", "-t", pane, "C-c")
+    tmux.wait_screen(pane, "sigint")
+
+
+def test_less_and_curses_repaint_without_a_key(spawn, tmux, tmp_path):
+    text = tmp_path / "numbers.txt"
+    text.write_text("".join(f"line number {n}\n" for n in range(1, 200)))
+    less = spawn.on_pty(["env", "TERM=xterm", "less", str(text)], ready="line number 1")
+    curses_prog = spawn.on_pty(["env", "TERM=xterm", sys.executable, str(VICTIMS / "curses_screen.py")],
+                               ready="CURSES-SCREEN")
+    for victim in (less, curses_prog):
+        result = adopt(tmux, victim.pid)
+        assert result.returncode == 0, result.stderr
+    windows = tmux.windows()
+    tmux.wait_screen(f"main:{windows[1]}", "line number 5")
+    tmux.wait_screen(f"main:{windows[2]}", "CURSES-SCREEN ready")
+
+
+def test_kill_pane_hangs_up_the_target(spawn, tmux):
+    victim = spawn.on_pty(ECHO)
+    pane = adopted(tmux, victim)
+    tmux("kill-pane", "-t", pane)
+    _, status = os.waitpid(victim.pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGHUP
+
+
+def test_target_exit_closes_the_pane_and_the_holder(spawn, tmux):
+    victim = spawn.on_pty(ECHO)
+    pane = adopted(tmux, victim)
+    holder = int(tmux.pane(pane, "#{pane_pid}"))
+    os.kill(victim.pid, signal.SIGTERM)
+    wait_for(lambda: tmux.windows() == ["0"], what="the pane to close")
+    wait_for(lambda: not os.path.exists(f"/proc/{holder}"), what="the holder to exit")
+
+
+def test_remain_on_exit_keeps_the_pane(spawn, tmux):
+    victim = spawn.on_pty(ECHO)
+    assert adopt(tmux, victim.pid, "--remain-on-exit").returncode == 0
+    os.kill(victim.pid, signal.SIGTERM)
+    wait_for(lambda: tmux.pane("main:1", "#{pane_dead}") == "1", what="the pane to be dead but shown")
+
+
+def test_split_placement_names_the_pane(spawn, tmux):
+    victim = spawn.on_pty(ECHO)
+    assert adopt(tmux, victim.pid, "--split-h").returncode == 0
+    assert tmux("list-panes", "-t", "main:0", "-F", "#{pane_title}").split()[-1] == "python"
+
+
+def test_refusal_leaves_no_pane_and_says_why(spawn, tmux):
+    victim = spawn.detached(ECHO)
+    result = adopt(tmux, victim.pid)
+    assert result.returncode == 2 and "use -s" in result.stderr
+    assert tmux.windows() == ["0"]
+
+
+def test_failure_mid_attach_closes_the_pane_and_spares_the_target(spawn, tmux):
+    victim = spawn.on_pty(ECHO)
+    result = adopt(tmux, victim.pid, env=dict(os.environ, REPTYR_TMUX_FAULT="set-ctty"))
+    assert result.returncode != 0 and "set-ctty" in result.stderr
+    wait_for(lambda: tmux.windows() == ["0"], what="the pane to close")
+    victim.term.write(b"still on the old terminal\n")
+    victim.term.expect("got: still on the old terminal")
+
+
+def test_recycled_pid_is_refused(spawn, tmux):
+    victim = spawn.on_pty(ECHO)
+    real = victim.stat().starttime
+    result = adopt(tmux, victim.pid, "--start-time", str(real - 1))
+    assert result.returncode == 2 and "reused" in result.stderr
+    assert tmux.windows() == ["0"]
+
+
+def test_check_explains_without_touching(spawn, tmux):
+    victim = spawn.on_pty(ECHO)
+    result = adopt(tmux, victim.pid, "--check")
+    assert result.returncode == 0 and "can be adopted" in result.stdout
+    assert tmux.windows() == ["0"] and victim.stat().tty_dev != 0
+
+
+def test_stdio_adoption_of_a_process_without_terminal(spawn, tmux):
+    victim = spawn.detached(ECHO)
+    assert adopt(tmux, victim.pid, "-s").returncode == 0
+    tmux("send-keys", "-t", "main:1", "no tty before", "Enter")
+    tmux.wait_screen("main:1", "got: no tty before")
+
+
+# -- the key binding and the picker ---------------------------------------------------------------
+
+
+def test_plugin_binds_default_and_custom_keys(tmux):
+    subprocess.run([str(ROOT / "reptyr.tmux"), "-L", tmux.socket], check=True)
+    assert "reptyr_tmux pick" in tmux("list-keys", "-T", "prefix", "A")
+    tmux("set-option", "-g", "@reptyr-key", "F")
+    subprocess.run([str(ROOT / "reptyr.tmux"), "-L", tmux.socket], check=True)
+    assert "reptyr_tmux pick" in tmux("list-keys", "-T", "prefix", "F")
+
+
+def pick_list(tmux: Tmux, *extra: str) -> list[str]:
+    out = subprocess.run([*CLI, "pick", "-L", tmux.socket, "--list", *extra], capture_output=True,
+                         text=True, check=True).stdout
+    return out.splitlines()
+
+
+def test_picker_lists_outside_processes_but_not_this_servers_panes(spawn, tmux):
+    outside = spawn.on_pty(ECHO)
+    tmux("new-window", "-t", "main", " ".join(ECHO))
+    inside = int(wait_for(lambda: tmux("list-panes", "-t", "main:1", "-F", "#{pane_pid}").strip()))
+    listed = [int(line.split()[0]) for line in pick_list(tmux)]
+    assert outside.pid in listed and inside not in listed
+    assert inside in [int(line.split()[0]) for line in pick_list(tmux, "--all")]
+
+
+def attach_client(tmux: Tmux, spawn) -> Terminal:
+    pid, master = pty.fork()
+    if pid == 0:
+        os.environ["TERM"] = "xterm"
+        os.execvp("tmux", [*tmux.argv, "attach", "-t", "main"])
+    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("hhhh", 30, 100, 0, 0))
+    client = Terminal(master, "?")
+    spawn.terminals.append(client)
+    wait_for(lambda: tmux("list-clients").strip(), what="the client to attach")
+    return client
+
+
+def test_key_binding_menu_adopts_the_chosen_process(spawn, tmux):
+    victim = spawn.on_pty(ECHO)
+    subprocess.run([str(ROOT / "reptyr.tmux"), "-L", tmux.socket], check=True)
+    client = attach_client(tmux, spawn)
+    usable = [int(line.split()[0]) for line in pick_list(tmux) if "[" not in line]
+    key = MENU_KEYS[usable.index(victim.pid)]
+    client.write(b"\x02A")  # prefix + A
+    client.expect("adopt which process?")
+    client.write(key.encode())
+    wait_for(lambda: len(tmux.windows()) == 2, what="the adoption window")
+    tmux("send-keys", "-t", "main:1", "picked", "Enter")
+    tmux.wait_screen("main:1", "got: picked")
+
+
+def test_crafted_names_show_up_safely_and_run_nothing(spawn, tmux, tmp_path):
+    marker = tmp_path / "pwned"
+    argv0 = f"x#{{pane_id}};kill-server #(touch {marker}) \x1b]0;evil\x07 \xff"
+    victim = spawn.on_pty(["bash", "-c", 'exec -a "$0" "$@"', argv0, *ECHO, "--name", "#(touch /tmp/x)"])
+    lines = pick_list(tmux)
+    mine = next(line for line in lines if line.split()[0] == str(victim.pid))
+    assert "\x1b" not in mine and "\x07" not in mine
+    subprocess.run([str(ROOT / "reptyr.tmux"), "-L", tmux.socket], check=True)
+    client = attach_client(tmux, spawn)
+    client.write(b"\x02A")
+    client.expect("adopt which process?")
+    client.expect("pane_id}")  # shown literally, not expanded
+    client.write(b"\x1b")  # close the menu
+    assert adopt(tmux, victim.pid).returncode == 0
+    assert tmux.pane("main:1", "#{window_name}") == "#(touch /tmp/x)"
+    time.sleep(0.3)
+    assert not marker.exists() and not Path("/tmp/x").exists()
+    assert tmux("list-sessions")  # the server is alive: ';kill-server' ran nothing
