@@ -6,7 +6,7 @@ import os
 import signal
 
 import pytest
-from conftest import ECHO, Spawner, Victim
+from conftest import ECHO, Spawner, Victim, wait_for
 
 from reptyr_tmux import proc
 from reptyr_tmux.attach import attach
@@ -81,9 +81,10 @@ def test_fault_in_shell_job_is_undone(spawn, monkeypatch, step):
         os.kill(victim.pid, signal.SIGWINCH)  # it still runs and still writes to its old terminal
         victim.term.expect("winch")
         return
-    if JOB_STEPS.index(step) >= JOB_STEPS.index("stop-job"):
+    if victim.stat().tpgid != victim.pid:
         victim.term.expect("Stopped")  # its shell saw the stop: bring it back as a user would
         victim.term.write(b"fg\n")
+        wait_for(lambda: victim.stat().tpgid == victim.pid, what="fg to give it the terminal")
     victim.term.write(b"old terminal\n")
     victim.term.expect("got: old terminal")
 
