@@ -36,32 +36,38 @@ class Candidate:
     refusal: str | None  # why it cannot be adopted, or None
 
 
-def candidates(exclude_ttys: set[str], include_all: bool = False) -> list[Candidate]:
+def candidates(exclude_ttys: set[str], include_all: bool = False, enough: int | None = None
+               ) -> list[Candidate]:
     """Our user's processes on a terminal outside this tmux (or any, with include_all), then
-    processes without a terminal whose output goes to a file or /dev/null (nohup jobs)."""
+    processes without a terminal whose output goes to a file or a terminal that is gone (nohup jobs).
+    With `enough`, stop checking once that many adoptable ones are found (the menu's size)."""
     me, my_family = os.geteuid(), _ancestors(os.getpid())
     boot_ticks = _uptime_ticks()
-    found = []
-    for stat in proc.all_stats():
+    stats = proc.all_stats()
+    seen = []
+    for stat in stats:
         if stat.pid in my_family or stat.flags & proc.PF_KTHREAD or stat.state in "ZX" or stat.pid == 1:
             continue
         if stat.comm.startswith("tmux"):
             continue  # the server and its clients: adopting them into themselves makes no sense
-        if not _owned_by(stat.pid, me):
-            continue
         tty = proc.pts_path(stat.tty_dev) if stat.tty_dev else None
         if tty is None and stat.tty_dev is not None:
             continue  # a console or serial line: not ours to take
         if tty is not None and tty in exclude_ttys and not include_all:
             continue
-        stdio = tty is None
-        if stdio and not _looks_like_a_nohup_job(stat.pid):
+        if (tty is None and not _looks_like_a_nohup_job(stat.pid)) or not _owned_by(stat.pid, me):
             continue
+        seen.append((stat, tty))
+    seen.sort(key=lambda item: (item[1] is None, item[1] or "", item[0].pid))
+    found: list[Candidate] = []
+    for stat, tty in seen:
+        if enough is not None and sum(c.refusal is None for c in found) >= enough:
+            break
         found.append(Candidate(
             pid=stat.pid, starttime=stat.starttime, tty=proc.tty_name(stat.tty_dev),
             elapsed=_elapsed(boot_ticks - stat.starttime), command=_command(stat),
-            stdio=stdio, refusal=_why_not(stat.pid, stdio)))
-    found.sort(key=lambda c: (c.stdio, c.refusal is not None, c.tty, c.pid))
+            stdio=tty is None, refusal=_why_not(stat.pid, tty is None, stats)))
+    found.sort(key=lambda c: (c.stdio, c.refusal is not None))
     return found
 
 
@@ -92,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server = Server(args.socket_name, args.socket_path)
         options = _options(server)
-        found = candidates(server.pane_ttys(), args.all or options["@reptyr-pick-all"] == "on")
+        found = candidates(server.pane_ttys(), args.all or options["@reptyr-pick-all"] == "on",
+                           enough=None if args.list else len(MENU_KEYS))
         if args.list:
             for cand in found:
                 print(printable(f"{_label(cand)}{'  [' + cand.refusal + ']' if cand.refusal else ''}"))
@@ -158,9 +165,9 @@ def _command(stat: proc.Stat) -> str:
     return printable(text or f"[{stat.comm}]", 120)
 
 
-def _why_not(pid: int, stdio: bool) -> str | None:
+def _why_not(pid: int, stdio: bool, stats: list[proc.Stat]) -> str | None:
     try:
-        survey(pid, force_stdio=stdio)
+        survey(pid, force_stdio=stdio, stats=stats)
     except Refusal as e:
         return str(e).split(";")[0].split(":")[0][:60]
     except OSError:
@@ -169,8 +176,11 @@ def _why_not(pid: int, stdio: bool) -> str | None:
 
 
 def _looks_like_a_nohup_job(pid: int) -> bool:
+    """Output to a file (nohup.out, a log) or to a terminal that no longer exists."""
     target = proc.fd_target(pid, 1)
-    return target == "/dev/null" or target.startswith("/") and not target.startswith("/dev/")
+    if target.startswith("/dev/pts/"):
+        return target.endswith("(deleted)") or not os.path.exists(target)
+    return target.startswith("/") and not target.startswith("/dev/")
 
 
 def _owned_by(pid: int, uid: int) -> bool:

@@ -60,8 +60,10 @@ def describe(stat: proc.Stat) -> str:
     return f"{stat.pid} ({stat.comm})"
 
 
-def survey(pid: int, force_stdio: bool = False) -> Plan:
-    """Refuse what cannot or must not be moved; otherwise say how to move it."""
+def survey(pid: int, force_stdio: bool = False, stats: list[proc.Stat] | None = None) -> Plan:
+    """Refuse what cannot or must not be moved; otherwise say how to move it.
+
+    `stats` (every process's stat, from proc.all_stats) spares a scan when asking about many."""
     if pid == 1:
         raise Refusal("process 1 is init: it has no terminal to move and must never be stopped")
     if pid == os.getpid():
@@ -75,7 +77,7 @@ def survey(pid: int, force_stdio: bool = False) -> Plan:
     except FileNotFoundError:
         raise Refusal(f"no process {pid} exists; check the id with 'ps'") from None
     _refuse_unmovable(stat, status)
-    stats = proc.all_stats()
+    stats = stats or proc.all_stats()
     _refuse_shared_group(stat, stats)
     fds, old_ctty_fd = _terminal_fds(pid, stat, force_stdio)
     if not fds:
