@@ -53,7 +53,7 @@ def adopt(pid: int, server: Server, placement: str = "window", target: str | Non
         raise Refusal(f"process {pid} is not the one you picked (its pid was reused); pick again")
     _refuse_tmux_itself(pid, server)
     name = printable(plan.stat.comm, 40)
-    pane = server.new_pane(placement, holder_command(pid, plan.stat.starttime), name, target)
+    pane = _new_pane(server, placement, holder_command(pid, plan.stat.starttime), name, target)
     try:
         _wait_for_holder(pane)
         attach(pid, pane.pane_tty, force_stdio=force_stdio)
@@ -64,6 +64,14 @@ def adopt(pid: int, server: Server, placement: str = "window", target: str | Non
     if redraw:
         redraw_screen(pid)
     return Adopted(pid, name, pane, proc.tty_name(plan.stat.tty_dev), (time.monotonic() - started) * 1000)
+
+
+def _new_pane(server: Server, placement: str, command: list[str], name: str, target: str | None) -> Pane:
+    if placement != "popup":
+        return server.new_pane(placement, command, name, target)
+    if server.version() < (3, 2):
+        raise Refusal("--popup needs tmux 3.2 or newer; use --window, --split-h or --split-v")
+    return server.new_popup(command, name, target)
 
 
 def holder_command(pid: int, starttime: int) -> list[str]:
@@ -137,6 +145,8 @@ def _close(pane: Pane) -> None:
 
 
 def _dress(server: Server, pane: Pane, placement: str, name: str, remain_on_exit: bool) -> None:
+    if placement == "popup":
+        return  # titled at creation; a popup has no options of its own
     if placement != "window":
         server.cmd("select-pane", "-t", pane.pane_id, "-T", tmux_literal(name, 40))
     if remain_on_exit:

@@ -148,7 +148,6 @@ def cmd_adopt(argv: list[str]) -> int:
 
 def _adopt(args: argparse.Namespace) -> int:
     from reptyr_tmux.adopt import adopt, check
-    from reptyr_tmux.errors import Refusal
     from reptyr_tmux.survey import parse_pid
     from reptyr_tmux.tmux import Server
 
@@ -157,8 +156,6 @@ def _adopt(args: argparse.Namespace) -> int:
         server = Server(args.socket_name, args.socket_path) if _in_reach_of_tmux(args) else None
         print(check(pid, server, args.stdio))
         return 0
-    if args.placement == "popup":
-        raise Refusal("--popup is not supported yet; use --window, --split-h or --split-v")
     server = Server(args.socket_name, args.socket_path)
     try:
         done = adopt(pid, server, placement=args.placement or "window", target=args.target,
@@ -167,7 +164,7 @@ def _adopt(args: argparse.Namespace) -> int:
     except ReptyrError as e:
         server.message(f"reptyr-tmux: {e}")
         raise
-    print(f"adopted {done.pid} ({done.name}) from {done.old_tty} into pane {done.pane.pane_id} "
+    print(f"adopted {done.pid} ({done.name}) from {done.old_tty} into {done.pane.pane_id} "
           f"in {done.took_ms:.0f} ms")
     return 0
 

@@ -1,6 +1,6 @@
 """The first process of an adoption pane: hold the pty open for exactly as long as the target lives.
 
-Usage: ``python -m reptyr_tmux.holder PID STARTTIME``
+Usage: ``python -m reptyr_tmux.holder PID STARTTIME [REPORT]``
 
 tmux starts this as the pane's process, session leader of the new pty. It
 
@@ -236,19 +236,29 @@ def wait_in_python(pidfd: int) -> None:
 # --- entry point -----------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str]) -> tuple[int, int]:
-    if len(argv) != 2:
-        raise ValueError("expected two arguments")
+def parse_args(argv: list[str]) -> tuple[int, int, str | None]:
+    """PID STARTTIME [REPORT]: REPORT is a file to write "our-pid our-tty" into once ready
+    (popups have no pane_pid/pane_tty for adopt to read)."""
+    if len(argv) not in (2, 3):
+        raise ValueError("expected PID STARTTIME [REPORT]")
     pid, starttime = int(argv[0]), int(argv[1])
     if pid <= 0 or starttime < 0:
         raise ValueError("PID must be positive and STARTTIME not negative")
-    return pid, starttime
+    return pid, starttime, argv[2] if len(argv) == 3 else None
+
+
+def report_ready(path: str) -> None:
+    """Write "pid tty" atomically (rename), so a reader never sees half a line."""
+    partial = path + ".part"
+    with open(partial, "w") as f:
+        f.write(f"{os.getpid()} {os.ttyname(0)}\n")
+    os.rename(partial, path)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
-        pid, starttime = parse_args(args)
+        pid, starttime, report = parse_args(args)
     except ValueError as e:
         print(f"usage: python -m reptyr_tmux.holder PID STARTTIME ({e})", file=sys.stderr)
         return 2
@@ -260,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     release_ctty()
     announce_ready()
+    if report:
+        report_ready(report)
     move_to_waiter_fd(pidfd)
     exec_waiter()
     wait_in_python(PIDFD_FD)

@@ -7,8 +7,11 @@ whole attach. libtmux serves the demo and the tests, where start-up time does no
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
+import tempfile
+import time
 from dataclasses import dataclass
 
 from reptyr_tmux.errors import ReptyrError
@@ -62,6 +65,35 @@ class Server:
             args += ["-t", target]
         fields = self.cmd(*args, *command).strip().split("\t")
         return Pane(fields[0], int(fields[1]), fields[2], fields[3])
+
+    def new_popup(self, command: list[str], name: str, target: str | None) -> Pane:
+        """A popup (tmux >= 3.2) running `command`, which must write "pid tty" to the file named by
+        its last argument once ready: a popup has no pane_pid/pane_tty to ask tmux for."""
+        with tempfile.TemporaryDirectory(prefix="reptyr-tmux-") as private:  # mode 0700
+            report = os.path.join(private, "ready")
+            args = ["display-popup", "-E", "-w", "90%", "-h", "80%", "-T", tmux_literal(name, 40)]
+            if target:
+                args += ["-t", target]
+            shell = "exec " + shlex.join([*command, report])
+            client = subprocess.Popen([*self.argv, *args, shell.replace("#", "##")],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, start_new_session=True)
+            deadline = time.monotonic() + 5
+            while not os.path.exists(report):
+                if client.poll() not in (None, 0) or time.monotonic() > deadline:
+                    reason = (client.stderr.read().decode(errors="replace").strip() if client.poll()
+                              else "it did not start within 5 s")
+                    raise TmuxError(f"tmux display-popup failed: {reason or 'no client to show it on'}")
+                time.sleep(0.002)
+            with open(report) as f:
+                pid, tty = f.read().split()
+        return Pane("popup", int(pid), tty, "")
+
+    def version(self) -> tuple[int, int]:
+        text = subprocess.run([self.argv[0], "-V"], capture_output=True, text=True).stdout
+        digits = "".join(ch if ch.isdigit() or ch == "." else " " for ch in text).split()
+        major, _, minor = (digits[0] if digits else "0.0").partition(".")
+        return int(major), int(minor or 0)
 
     def pane_ttys(self) -> set[str]:
         return set(self.cmd("list-panes", "-a", "-F", "#{pane_tty}").split())

@@ -262,3 +262,14 @@ def test_crafted_names_show_up_safely_and_run_nothing(spawn, tmux, tmp_path):
     time.sleep(0.3)
     assert not marker.exists() and not Path("/tmp/x").exists()
     assert tmux("list-sessions")  # the server is alive: ';kill-server' ran nothing
+
+
+def test_popup_placement(spawn, tmux):
+    victim = spawn.on_pty(ECHO)
+    client = attach_client(tmux, spawn)
+    result = adopt(tmux, victim.pid, "--popup")
+    assert result.returncode == 0, result.stderr
+    client.expect("winch")  # the program's first words, drawn in the popup on the client's screen
+    client.write(b"in the popup\r")
+    client.expect("got: in the popup")
+    assert tmux.windows() == ["0"]
