@@ -16,6 +16,7 @@ from reptyr_tmux import proc
 from reptyr_tmux.attach import attach
 from reptyr_tmux.errors import Refusal, ReptyrError
 from reptyr_tmux.holder import READY_COMMS
+from reptyr_tmux.steal import RELAY_NAME, find_session, silence_holders
 from reptyr_tmux.survey import describe, survey
 from reptyr_tmux.text import printable, tmux_literal
 from reptyr_tmux.tmux import Pane, Server
@@ -30,40 +31,95 @@ class Adopted:
     pane: Pane
     old_tty: str
     took_ms: float
+    mode: str  # "attach" (the process alone, zero-copy) or "steal" (its whole session, relayed)
+    why: str
 
 
 def check(pid: int, server: Server | None, force_stdio: bool = False) -> str:
     """Why PID can be adopted (or a Refusal saying why not), without touching it."""
-    plan = survey(pid, force_stdio)
     if server is not None:
         _refuse_tmux_itself(pid, server)
+    mode, why = choose_mode(pid, "auto", force_stdio)
+    if mode == "steal":
+        session = find_session(pid)
+        holders = ", ".join(f"{h.pid} ({printable(h.comm)})" for h in session.holders)
+        return (f"process {pid} can be adopted with its whole session ({len(session.members)} processes, "
+                f"terminal held by {holders}): {why}")
+    plan = survey(pid, force_stdio)
     how = ("its own session leader" if plan.session_leader else
            "a shell's job; it will be stopped briefly so the shell gets its prompt back"
            if plan.stop_first else "alone in its process group")
-    return (f"process {describe(plan.stat)} can be adopted: it is {how}; fds {plan.fds} "
+    return (f"process {describe(plan.stat)} can be adopted alone: it is {how}; fds {plan.fds} "
             f"point at {proc.tty_name(plan.stat.tty_dev)}")
+
+
+def choose_mode(pid: int, requested: str, force_stdio: bool, stats: list[proc.Stat] | None = None
+                ) -> tuple[str, str]:
+    """attach (zero-copy, the process alone) or steal (its whole terminal session), and why."""
+    if requested in ("attach", "steal"):
+        return requested, "asked for"
+    try:
+        stat = proc.read_stat(pid)
+    except OSError:
+        raise Refusal(f"no process {pid} exists; check the id with 'ps'") from None
+    stats = stats or proc.all_stats()
+    company = [s for s in stats if s.pid != pid and (s.pgid == stat.pgid or s.ppid == pid)]
+    if company and stat.tty_dev is not None and not force_stdio:
+        return "steal", (f"it has company ({', '.join(describe(s) for s in company[:3])}"
+                         f"{' ...' if len(company) > 3 else ''}), so its whole session moves")
+    return "attach", "it is alone in its job, so it moves by itself, with no relay"
 
 
 def adopt(pid: int, server: Server, placement: str = "window", target: str | None = None,
           redraw: bool = True, force_stdio: bool = False, start_time: int | None = None,
-          remain_on_exit: bool = False) -> Adopted:
+          remain_on_exit: bool = False, mode: str = "auto") -> Adopted:
     started = time.monotonic()
-    plan = survey(pid, force_stdio)  # refuse before any pane exists
-    if start_time is not None and plan.stat.starttime != start_time:
+    try:
+        stat = proc.read_stat(pid)
+    except OSError:
+        raise Refusal(f"no process {pid} exists; check the id with 'ps'") from None
+    if start_time is not None and stat.starttime != start_time:
         raise Refusal(f"process {pid} is not the one you picked (its pid was reused); pick again")
     _refuse_tmux_itself(pid, server)
-    name = printable(plan.stat.comm, 40)
-    pane = _new_pane(server, placement, holder_command(pid, plan.stat.starttime), name, target)
+    chosen, why = choose_mode(pid, mode, force_stdio)
+    name = printable(stat.comm, 40)
+    move = _steal_into_pane if chosen == "steal" else _attach_into_pane
+    pane = move(pid, server, placement, target, name, force_stdio)
+    _dress(server, pane, placement, name, remain_on_exit)
+    if redraw and chosen == "attach":
+        redraw_screen(pid)
+    return Adopted(pid, name, pane, proc.tty_name(stat.tty_dev), (time.monotonic() - started) * 1000,
+                   chosen, why)
+
+
+def _attach_into_pane(pid: int, server: Server, placement: str, target: str | None, name: str,
+                      force_stdio: bool) -> Pane:
+    plan = survey(pid, force_stdio)  # refuse before any pane exists
+    command = [sys.executable, "-m", "reptyr_tmux.holder", str(pid), str(plan.stat.starttime)]
+    pane = _new_pane(server, placement, command, name, target)
     try:
-        _wait_for_holder(pane)
+        _wait_ready(pane, READY_COMMS)
         attach(pid, pane.pane_tty, force_stdio=force_stdio)
     except BaseException:
         _close(pane)
         raise
-    _dress(server, pane, placement, name, remain_on_exit)
-    if redraw:
-        redraw_screen(pid)
-    return Adopted(pid, name, pane, proc.tty_name(plan.stat.tty_dev), (time.monotonic() - started) * 1000)
+    return pane
+
+
+def _steal_into_pane(pid: int, server: Server, placement: str, target: str | None, name: str,
+                     force_stdio: bool) -> Pane:
+    session = find_session(pid)
+    holder = session.holders[0]
+    start = proc.read_stat(holder.pid).starttime
+    command = [sys.executable, "-m", "reptyr_tmux.relay", str(holder.pid), str(start), str(holder.fds[0])]
+    pane = _new_pane(server, placement, command, name, target)
+    try:
+        _wait_ready(pane, {RELAY_NAME.decode()})
+        silence_holders(session)
+    except BaseException:
+        _close(pane)
+        raise
+    return pane
 
 
 def _new_pane(server: Server, placement: str, command: list[str], name: str, target: str | None) -> Pane:
@@ -72,10 +128,6 @@ def _new_pane(server: Server, placement: str, command: list[str], name: str, tar
     if server.version() < (3, 2):
         raise Refusal("--popup needs tmux 3.2 or newer; use --window, --split-h or --split-v")
     return server.new_popup(command, name, target)
-
-
-def holder_command(pid: int, starttime: int) -> list[str]:
-    return [sys.executable, "-m", "reptyr_tmux.holder", str(pid), str(starttime)]
 
 
 def redraw_screen(pid: int) -> None:
@@ -120,8 +172,9 @@ def _refuse_tmux_itself(pid: int, server: Server) -> None:
         raise Refusal(f"process {pid} is the tmux server itself")
 
 
-def _wait_for_holder(pane: Pane) -> None:
-    """The holder gives up the pane's tty (TIOCNOTTY) before the target can take it."""
+def _wait_ready(pane: Pane, ready_comms: set[str] | frozenset[str]) -> None:
+    """Until the pane's first process renames itself ready (the holder: tty released; the relay:
+    master copied). A fresh child of tmux shows no tty yet either, so the name is the sign."""
     deadline = time.monotonic() + HOLDER_READY_S
     while time.monotonic() < deadline:
         try:
@@ -131,10 +184,10 @@ def _wait_for_holder(pane: Pane) -> None:
         if stat is None or stat.state == "Z":
             raise ReptyrError("the new pane closed before the process could move in "
                               "(the process may have exited, or its pid been reused)")
-        if stat.tty_nr == 0 and stat.comm in READY_COMMS:
+        if stat.comm in ready_comms:
             return
         time.sleep(0.002)
-    raise ReptyrError("the new pane's holder did not get ready within 5 s")
+    raise ReptyrError("the new pane's first process did not get ready within 5 s")
 
 
 def _close(pane: Pane) -> None:

@@ -17,7 +17,8 @@ Move a running process onto a terminal, like reptyr.
 
 options:
   -s   also attach fds 0, 1 and 2 when they are not a terminal (e.g. stdout is /dev/null)
-  -T   take the target's whole terminal session (not available yet)
+  -T   take the target's whole terminal session (every process on its terminal), by taking
+       the terminal's master side from whoever holds it (sshd, a terminal emulator, tmux)
   -l   create a pty pair and print the slave's name; COMMAND, if given, runs with
        REPTYR_PTY set to that name
   -L   like -l, and COMMAND also gets the pty as its terminal and stdin/stdout/stderr
@@ -70,12 +71,27 @@ def cmd_attach(argv: list[str]) -> int:
         return 0
     if args.new_pty or args.new_pty_stdio:
         return _new_pty(args.rest, with_stdio=args.new_pty_stdio)
-    if args.steal:
-        raise Refusal("-T (take the whole terminal session) is not supported yet; without -T, "
-                      "a process that is alone in its job can be moved")
     if len(args.rest) != 1:
         raise Refusal("give exactly one process id, e.g. 'reptyr-tmux attach 1234' (see -h)")
+    if args.steal:
+        return _steal_here(args.rest[0], args.verbose)
     return _attach_here(args.rest[0], args.stdio, args.verbose)
+
+
+def _steal_here(pid_text: str, verbose: bool) -> int:
+    from reptyr_tmux.ptyproxy import relay
+    from reptyr_tmux.steal import find_session, grab_master, silence_holders
+    from reptyr_tmux.survey import parse_pid
+
+    session = find_session(parse_pid(pid_text))
+    master = grab_master(session.holders[0])
+    try:
+        silence_holders(session, verbose)
+    except BaseException:
+        os.close(master)
+        raise
+    relay(master)
+    return 0
 
 
 def _attach_here(pid_text: str, stdio: bool, verbose: bool) -> int:
@@ -139,6 +155,9 @@ def cmd_adopt(argv: list[str]) -> int:
     parser.add_argument("-s", dest="stdio", action="store_true", help="also attach fds 0-2 (no tty)")
     parser.add_argument("--no-redraw", action="store_true", help="do not SIGTSTP/SIGCONT afterwards")
     parser.add_argument("--remain-on-exit", action="store_true", help="keep the pane after it exits")
+    parser.add_argument("--mode", choices=("auto", "attach", "steal"), default="auto",
+                        help="attach: the process alone, zero-copy; steal: its whole terminal session; "
+                             "auto (default): steal when it has children or shares its job")
     parser.add_argument("--check", action="store_true", help="only say whether PID can be adopted")
     parser.add_argument("--start-time", type=int, help="refuse unless PID started at this tick (picker)")
     parser.add_argument("pid", metavar="PID")
@@ -160,12 +179,14 @@ def _adopt(args: argparse.Namespace) -> int:
     try:
         done = adopt(pid, server, placement=args.placement or "window", target=args.target,
                      redraw=not args.no_redraw, force_stdio=args.stdio, start_time=args.start_time,
-                     remain_on_exit=args.remain_on_exit)
+                     remain_on_exit=args.remain_on_exit, mode=args.mode)
     except ReptyrError as e:
         server.message(f"reptyr-tmux: {e}")
         raise
-    print(f"adopted {done.pid} ({done.name}) from {done.old_tty} into {done.pane.pane_id} "
-          f"in {done.took_ms:.0f} ms")
+    summary = (f"adopted {done.pid} ({done.name}) from {done.old_tty} into {done.pane.pane_id} "
+               f"in {done.took_ms:.0f} ms, {done.mode} mode: {done.why}")
+    print(summary)
+    server.message(f"reptyr-tmux: {summary}", done.pane.pane_id if done.pane.pane_id != "popup" else None)
     return 0
 
 

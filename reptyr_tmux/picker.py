@@ -166,7 +166,11 @@ def _command(stat: proc.Stat) -> str:
 
 
 def _why_not(pid: int, stdio: bool, stats: list[proc.Stat]) -> str | None:
+    from reptyr_tmux.adopt import choose_mode
+
     try:
+        if choose_mode(pid, "auto", stdio, stats)[0] == "steal":
+            return None  # its whole session moves; whether its terminal can be taken is seen then
         survey(pid, force_stdio=stdio, stats=stats)
     except Refusal as e:
         return str(e).split(";")[0].split(":")[0][:60]

@@ -61,7 +61,10 @@ class RemoteProcess:
     @classmethod
     def infect(cls, pid: int) -> RemoteProcess:
         """Seize the target without sending it a signal, stop it, save its registers."""
-        arch = arch_of_elf(proc.exe_header(pid))
+        try:
+            arch = arch_of_elf(proc.exe_header(pid))
+        except FileNotFoundError:
+            raise TargetGone(f"process {pid} exited before we could attach to it") from None
         if arch is None:
             raise Refusal(f"process {pid} runs a program of an architecture this tool does not know")
         try:

@@ -111,9 +111,9 @@ def test_another_users_process_is_refused(spawn):
     assert os.WEXITSTATUS(status) == 0
 
 
-def test_steal_mode_says_not_yet(spawn):
-    victim = spawn.on_pty(ECHO)
-    assert_refused(run_cli("attach", "-T", str(victim.pid)), "not supported yet")
+def test_steal_mode_needs_a_pseudo_terminal(spawn):
+    victim = spawn.detached(ECHO)
+    assert_refused(run_cli("attach", "-T", str(victim.pid)), "no pseudo-terminal")
 
 
 def test_help_and_version():

@@ -13,43 +13,12 @@ import termios
 import time
 from pathlib import Path
 
-import pytest
-from conftest import ECHO, VICTIMS, Terminal, wait_for
+from conftest import CLI, ECHO, VICTIMS, Terminal, Tmux, wait_for
 
 from reptyr_tmux import proc
 from reptyr_tmux.picker import MENU_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "reptyr_tmux"]
-
-
-class Tmux:
-    def __init__(self, socket: str):
-        self.socket = socket
-        self.argv = ["tmux", "-L", socket]
-
-    def __call__(self, *args: str) -> str:
-        return subprocess.run([*self.argv, *args], capture_output=True, text=True, check=True).stdout
-
-    def screen(self, target: str) -> str:
-        return self("capture-pane", "-p", "-t", target)
-
-    def wait_screen(self, target: str, text: str, timeout: float = 10) -> str:
-        return wait_for(lambda: text in self.screen(target) and self.screen(target), timeout, repr(text))
-
-    def windows(self) -> list[str]:
-        return self("list-windows", "-t", "main", "-F", "#{window_index}").split()
-
-    def pane(self, target: str, fmt: str) -> str:
-        return self("display-message", "-p", "-t", target, fmt).strip()
-
-
-@pytest.fixture
-def tmux():
-    server = Tmux(f"reptyr-test-{os.getpid()}-{time.monotonic_ns()}")
-    server("-f", "/dev/null", "new-session", "-d", "-s", "main", "-x", "100", "-y", "30")
-    yield server
-    subprocess.run([*server.argv, "kill-server"], capture_output=True)
 
 
 def adopt(tmux: Tmux, pid: int, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:

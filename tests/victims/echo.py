@@ -15,8 +15,13 @@ def say(text: str) -> None:
 
 
 def on_winch(*_: object) -> None:
-    rows, cols = struct.unpack("hhhh", fcntl.ioctl(1, termios.TIOCGWINSZ, b"\0" * 8))[:2]
-    say(f"winch {rows}x{cols}")
+    for fd in (1, 0, 2):  # whichever is the terminal (stdout is a pipe in a pipeline)
+        try:
+            rows, cols = struct.unpack("hhhh", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))[:2]
+        except OSError:
+            continue
+        say(f"winch {rows}x{cols}")
+        return
 
 
 def on_int(*_: object) -> None:

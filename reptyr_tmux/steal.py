@@ -1,0 +1,174 @@
+"""Steal mode: take a whole terminal session by taking its pty *master* from whoever holds it.
+
+The holder (sshd, a terminal emulator, a script, another tmux) is found by scanning every process's
+ptmx fds for the right tty-index; we take a copy of its master with pidfd_getfd (nothing injected
+into it for that), then make it stop reading by putting /dev/null over its master fds (injected, with
+an undo). Every process of the session — the shell, its jobs, their children — keeps its terminal;
+only the other end of it moves to us, and a relay copies it to and from the new pane.
+
+While the holder lets go it may send the session leader SIGHUP (a terminal emulator whose child
+"went away" does); the leader ignores SIGHUP for that moment only, then gets its own disposition back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+from reptyr_tmux import proc
+from reptyr_tmux.errors import Refusal, TargetGone
+from reptyr_tmux.remote import RemoteProcess
+from reptyr_tmux.survey import describe
+from reptyr_tmux.transaction import Transaction
+
+SYS_PIDFD_GETFD = 438  # same number on every architecture
+HUP_GRACE_S = 0.3  # how long a holder gets to react to losing the master before SIGHUP counts again
+PTMX = ("/dev/ptmx", "/dev/pts/ptmx")
+RELAY_NAME = b"reptyr-relay"  # our own relay's comm once it holds its copy of a master
+
+
+@dataclass(frozen=True)
+class MasterHolder:
+    pid: int
+    fds: tuple[int, ...]
+    comm: str
+
+
+@dataclass(frozen=True)
+class Session:
+    """A terminal session to steal: its pty, its leader, and who holds the master."""
+
+    tty_index: int
+    leader: int
+    holders: tuple[MasterHolder, ...]
+    members: tuple[int, ...]
+
+
+def find_session(pid: int) -> Session:
+    stat = proc.read_stat(pid)
+    path = proc.pts_path(stat.tty_dev) if stat.tty_dev else None
+    if path is None:
+        raise Refusal(f"process {describe(stat)} has no pseudo-terminal, so there is no session to take")
+    index = int(path.rsplit("/", 1)[1])
+    holders = tuple(h for h in (_ptmx_holder(p, index) for p in proc.all_pids()) if h)
+    if not holders:
+        raise Refusal(f"no process holds the master side of {path} (or we may not look at it)")
+    members = tuple(s.pid for s in proc.all_stats() if s.sid == stat.sid)
+    return Session(index, stat.sid, holders, members)
+
+
+def _ptmx_holder(pid: int, index: int) -> MasterHolder | None:
+    fds = []
+    try:
+        for name in os.listdir(f"/proc/{pid}/fd"):
+            if os.readlink(f"/proc/{pid}/fd/{name}") not in PTMX:
+                continue
+            with open(f"/proc/{pid}/fdinfo/{name}") as f:
+                if f"tty-index:\t{index}\n" in f.read():
+                    fds.append(int(name))
+        return MasterHolder(pid, tuple(sorted(fds)), proc.read_stat(pid).comm) if fds else None
+    except OSError:
+        return None
+
+
+def grab_master(holder: MasterHolder) -> int:
+    """A copy of the holder's master fd, taken with pidfd_getfd (nothing runs in the holder)."""
+    pidfd = os.pidfd_open(holder.pid)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = libc.syscall(SYS_PIDFD_GETFD, pidfd, holder.fds[0], 0)
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise Refusal(f"cannot take the terminal from process {holder.pid} ({holder.comm}): "
+                          f"{os.strerror(err)}; it must be yours (or run as root)")
+        os.set_inheritable(fd, False)
+        return fd
+    finally:
+        os.close(pidfd)
+
+
+def silence_holders(session: Session, verbose: bool = False) -> None:
+    """Make every holder stop reading the master; the session leader rides out their SIGHUP."""
+    ours = [h for h in session.holders if h.comm == RELAY_NAME.decode()]
+    foreign = [h for h in session.holders if h not in ours]
+    tx = Transaction(verbose)
+    with tx:
+        tx.step("leader-ignores-sighup", lambda: _ignore_sighup(session.leader),
+                lambda old: _restore_sighup(session.leader, old), always=True)
+        parked = {holder.pid: tx.step(f"silence-holder-{holder.pid}", lambda h=holder: _blank_fds(h),
+                                      lambda saved, h=holder: _put_back(h.pid, saved, restore=True))
+                  for holder in foreign}
+        tx.step("hup-grace", lambda: time.sleep(HUP_GRACE_S) if foreign else None)
+    for pid, saved in parked.items():  # the parked copies served only the undo
+        with contextlib.suppress(TargetGone):  # a holder that quit on EOF has closed them already
+            _put_back(pid, saved, restore=False)
+    for relay in ours:  # re-adoption: our previous relay simply retires (its pane closes)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(relay.pid, signal.SIGTERM)
+
+
+def _ignore_sighup(pid: int) -> bytes:
+    """SIGHUP to SIG_IGN in `pid`; returns its old sigaction (kernel layout, given back as is)."""
+    target = RemoteProcess.infect(pid)
+    try:
+        with target.scratch() as page:
+            size = 4 * target.arch.word + 8
+            target.write(page + 512, (1).to_bytes(target.arch.word, "little") + bytes(size))
+            target.syscall("rt_sigaction", signal.SIGHUP, page + 512, page, 8)
+            return target.read(page, size)
+    finally:
+        target.cure()
+
+
+def _restore_sighup(pid: int, old: bytes) -> None:
+    target = RemoteProcess.infect(pid)
+    try:
+        with target.scratch() as page:
+            target.write(page, old)
+            target.syscall("rt_sigaction", signal.SIGHUP, page, 0, 8)
+    finally:
+        target.cure()
+
+
+def _blank_fds(holder: MasterHolder) -> dict[int, tuple[int, int]]:
+    """In the holder: park a copy of each master fd, then put /dev/null in its place.
+    Returns {fd: (parked copy, dup3 flags)}."""
+    target = RemoteProcess.infect(holder.pid)
+    saved: dict[int, tuple[int, int]] = {}
+    try:
+        with target.scratch() as page:
+            target.write(page, b"/dev/null\0")
+            null = target.syscall("openat", -100, page, os.O_RDWR, 0)
+            try:
+                for fd in holder.fds:
+                    flags = os.O_CLOEXEC if proc.fd_flags(holder.pid, fd) & os.O_CLOEXEC else 0
+                    saved[fd] = (target.syscall("fcntl", fd, 1030, 100), flags)  # F_DUPFD_CLOEXEC
+                    target.syscall("dup3", null, fd, flags)
+            finally:
+                target.syscall("close", null)
+        return saved
+    except BaseException:
+        _put_back_in(target, saved, restore=True)
+        raise
+    finally:
+        target.cure()
+
+
+def _put_back(pid: int, saved: dict[int, tuple[int, int]], restore: bool) -> None:
+    """Close the parked copies, first putting each back over its fd if `restore`."""
+    target = RemoteProcess.infect(pid)
+    try:
+        _put_back_in(target, saved, restore)
+    finally:
+        target.cure()
+
+
+def _put_back_in(target: RemoteProcess, saved: dict[int, tuple[int, int]], restore: bool) -> None:
+    for fd, (copy, flags) in saved.items():
+        if restore:
+            target.syscall("dup3", copy, fd, flags)
+        target.syscall("close", copy)

@@ -1,0 +1,143 @@
+"""Steal mode: a whole terminal session (shell, jobs, children) moves into a pane, behind a relay."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import CLI, ECHO, VICTIMS, Tmux, wait_for
+
+from reptyr_tmux import proc
+
+
+class SshdLike:
+    def __init__(self, tmp_path, sessions: int = 2):
+        self.logdir = tmp_path
+        self.process = subprocess.Popen([sys.executable, str(VICTIMS / "sshd_like.py"), str(tmp_path),
+                                         str(sessions)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True)
+        assert self.process.stdout.readline().strip() == "ready"
+        self.shells = wait_for(lambda: len(self.children()) == sessions and self.children(),
+                               what="the shells")
+        for n in range(sessions):
+            self.wait_log(n, "$ ")
+
+    def children(self) -> list[int]:
+        return sorted(s.pid for s in proc.all_stats() if s.ppid == self.process.pid and s.state != "Z")
+
+    def type(self, n: int, text: str) -> None:
+        self.process.stdin.write(f"{n} {text}\n")
+        self.process.stdin.flush()
+
+    def log(self, n: int) -> str:
+        with open(self.logdir / f"{n}.log", "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def wait_log(self, n: int, text: str) -> None:
+        wait_for(lambda: text in self.log(n), 10, f"{text!r} in session {n}'s log")
+
+    def job(self, n: int) -> int:
+        """The foreground job of session n (a child of its shell)."""
+        shell = self.shells[n]
+        return wait_for(lambda: next((s.pid for s in proc.all_stats() if s.ppid == shell), None),
+                        what="the job")
+
+    def close(self) -> None:
+        for pid in self.shells:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.kill()
+        self.process.wait()
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    holder = SshdLike(tmp_path)
+    yield holder
+    holder.close()
+
+
+def adopt(tmux: Tmux, pid: int, *extra: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([*CLI, "adopt", "-L", tmux.socket, "-t", "main", *extra, str(pid)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_job_with_children_moves_with_its_session(sshd, tmux):
+    sshd.type(0, "bash -c 'while :; do echo tick $RANDOM; sleep 0.2; done'")
+    sshd.wait_log(0, "tick")
+    job = sshd.job(0)
+    result = adopt(tmux, job)
+    assert "steal mode" in result.stdout
+    tmux.wait_screen("main:1", "tick")
+    time.sleep(0.5)
+    frozen = sshd.log(0)
+    time.sleep(0.6)
+    assert sshd.log(0) == frozen  # the old holder no longer reads the terminal
+    relay = int(tmux.pane("main:1", "#{pane_pid}"))
+    assert proc.read_stat(relay).comm == "reptyr-relay"
+    tmux("send-keys", "-t", "main:1", "C-c")
+    wait_for(lambda: not os.path.exists(f"/proc/{job}") or proc.read_stat(job).state == "Z",
+             what="^C to end the job")
+    tmux("send-keys", "-t", "main:1", "echo typed-in-pane", "Enter")
+    tmux.wait_screen("main:1", "typed-in-pane\n")
+    sshd.type(1, "echo other-session-fine")  # the holder's other session is untouched
+    sshd.wait_log(1, "other-session-fine\r\n")
+
+
+def test_pipeline_and_resize_reach_the_foreground_job(sshd, tmux):
+    sshd.type(0, f"{' '.join(ECHO)} | cat")
+    sshd.wait_log(0, "ready")
+    job = sshd.job(0)
+    assert "steal mode" in adopt(tmux, job).stdout
+    tmux("resize-window", "-t", "main:1", "-x", "77", "-y", "21")
+    tmux.wait_screen("main:1", "winch 21x77")
+    tmux("send-keys", "-t", "main:1", "through the pipe", "Enter")
+    tmux.wait_screen("main:1", "got: through the pipe")
+
+
+def test_readopt_twice_and_session_end_closes_the_pane(sshd, tmux):
+    shell = sshd.shells[0]
+    sshd.type(0, "sleep 300")
+    job = sshd.job(0)
+    adopt(tmux, job, "--mode", "steal")
+    first = tmux.windows()[-1]
+    adopt(tmux, job, "--mode", "steal")
+    wait_for(lambda: first not in tmux.windows(), what="the first relay pane to close")
+    adopt(tmux, job, "--mode", "steal")
+    last = tmux.windows()[-1]
+    tmux("send-keys", "-t", f"main:{last}", "C-c")
+    tmux("send-keys", "-t", f"main:{last}", "echo again", "Enter")
+    tmux.wait_screen(f"main:{last}", "again\n")
+    tmux("send-keys", "-t", f"main:{last}", "exit", "Enter")
+    wait_for(lambda: not os.path.exists(f"/proc/{shell}") or proc.read_stat(shell).state == "Z",
+             what="the shell to exit")
+    wait_for(lambda: tmux.windows() == ["0"], what="the relay pane to close with the session")
+
+
+def test_attach_T_in_the_current_terminal(sshd, spawn):
+    import pty
+
+    from conftest import Terminal
+
+    sshd.type(0, "bash -c 'while :; do echo tock; sleep 0.2; done'")
+    sshd.wait_log(0, "tock")
+    job = sshd.job(0)
+    pid, master = pty.fork()
+    if pid == 0:
+        os.execvp(CLI[0], [*CLI, "attach", "-T", str(job)])
+    here = Terminal(master, "?")
+    spawn.terminals.append(here)
+    here.expect("tock")
+    here.write(b"\x03")
+    here.write(b"echo via-T\r")
+    here.expect("via-T\r\n")
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
