@@ -16,10 +16,10 @@ from reptyr_tmux import proc
 from reptyr_tmux.attach import attach
 from reptyr_tmux.errors import Refusal, ReptyrError
 from reptyr_tmux.holder import READY_COMMS
+from reptyr_tmux.mux import Multiplexer, Pane
 from reptyr_tmux.steal import RELAY_NAME, find_session, silence_holders
 from reptyr_tmux.survey import describe, survey
-from reptyr_tmux.text import printable, tmux_literal
-from reptyr_tmux.tmux import Pane, Server
+from reptyr_tmux.text import printable
 
 HOLDER_READY_S = 5.0
 
@@ -35,10 +35,10 @@ class Adopted:
     why: str
 
 
-def check(pid: int, server: Server | None, force_stdio: bool = False) -> str:
+def check(pid: int, server: Multiplexer | None, force_stdio: bool = False) -> str:
     """Why PID can be adopted (or a Refusal saying why not), without touching it."""
     if server is not None:
-        _refuse_tmux_itself(pid, server)
+        server.refuse_own(pid)
     mode, why = choose_mode(pid, "auto", force_stdio)
     if mode == "steal":
         session = find_session(pid)
@@ -70,7 +70,7 @@ def choose_mode(pid: int, requested: str, force_stdio: bool, stats: list[proc.St
     return "attach", "it is alone in its job, so it moves by itself, with no relay"
 
 
-def adopt(pid: int, server: Server, placement: str = "window", target: str | None = None,
+def adopt(pid: int, server: Multiplexer, placement: str = "window", target: str | None = None,
           redraw: bool = True, force_stdio: bool = False, start_time: int | None = None,
           remain_on_exit: bool = False, mode: str = "auto") -> Adopted:
     started = time.monotonic()
@@ -80,23 +80,23 @@ def adopt(pid: int, server: Server, placement: str = "window", target: str | Non
         raise Refusal(f"no process {pid} exists; check the id with 'ps'") from None
     if start_time is not None and stat.starttime != start_time:
         raise Refusal(f"process {pid} is not the one you picked (its pid was reused); pick again")
-    _refuse_tmux_itself(pid, server)
+    server.refuse_own(pid)
     chosen, why = choose_mode(pid, mode, force_stdio)
     name = printable(stat.comm, 40)
     move = _steal_into_pane if chosen == "steal" else _attach_into_pane
     pane = move(pid, server, placement, target, name, force_stdio)
-    _dress(server, pane, placement, name, remain_on_exit)
+    server.dress(pane, placement, name, remain_on_exit)
     if redraw and chosen == "attach":
         redraw_screen(pid)
     return Adopted(pid, name, pane, proc.tty_name(stat.tty_dev), (time.monotonic() - started) * 1000,
                    chosen, why)
 
 
-def _attach_into_pane(pid: int, server: Server, placement: str, target: str | None, name: str,
+def _attach_into_pane(pid: int, server: Multiplexer, placement: str, target: str | None, name: str,
                       force_stdio: bool) -> Pane:
     plan = survey(pid, force_stdio)  # refuse before any pane exists
     command = [sys.executable, "-m", "reptyr_tmux.holder", str(pid), str(plan.stat.starttime)]
-    pane = _new_pane(server, placement, command, name, target)
+    pane = server.open_pane(placement, command, name, target)
     try:
         _wait_ready(pane, READY_COMMS)
         attach(pid, pane.pane_tty, force_stdio=force_stdio)
@@ -106,13 +106,13 @@ def _attach_into_pane(pid: int, server: Server, placement: str, target: str | No
     return pane
 
 
-def _steal_into_pane(pid: int, server: Server, placement: str, target: str | None, name: str,
+def _steal_into_pane(pid: int, server: Multiplexer, placement: str, target: str | None, name: str,
                      force_stdio: bool) -> Pane:
     session = find_session(pid)
     holder = session.holders[0]
     start = proc.read_stat(holder.pid).starttime
     command = [sys.executable, "-m", "reptyr_tmux.relay", str(holder.pid), str(start), str(holder.fds[0])]
-    pane = _new_pane(server, placement, command, name, target)
+    pane = server.open_pane(placement, command, name, target)
     try:
         _wait_ready(pane, {RELAY_NAME.decode()})
         silence_holders(session)
@@ -120,14 +120,6 @@ def _steal_into_pane(pid: int, server: Server, placement: str, target: str | Non
         _close(pane)
         raise
     return pane
-
-
-def _new_pane(server: Server, placement: str, command: list[str], name: str, target: str | None) -> Pane:
-    if placement != "popup":
-        return server.new_pane(placement, command, name, target)
-    if server.version() < (3, 2):
-        raise Refusal("--popup needs tmux 3.2 or newer; use --window, --split-h or --split-v")
-    return server.new_popup(command, name, target)
 
 
 def redraw_screen(pid: int) -> None:
@@ -167,11 +159,6 @@ def _wait(condition, limit_s: float = 0.5) -> bool:
     return True
 
 
-def _refuse_tmux_itself(pid: int, server: Server) -> None:
-    if pid == server.server_pid():
-        raise Refusal(f"process {pid} is the tmux server itself")
-
-
 def _wait_ready(pane: Pane, ready_comms: set[str] | frozenset[str]) -> None:
     """Until the pane's first process renames itself ready (the holder: tty released; the relay:
     master copied). A fresh child of tmux shows no tty yet either, so the name is the sign."""
@@ -195,12 +182,3 @@ def _close(pane: Pane) -> None:
         os.kill(pane.pane_pid, signal.SIGKILL)  # the holder ignores SIGHUP; its exit closes the pane
     except ProcessLookupError:
         pass
-
-
-def _dress(server: Server, pane: Pane, placement: str, name: str, remain_on_exit: bool) -> None:
-    if placement == "popup":
-        return  # titled at creation; a popup has no options of its own
-    if placement != "window":
-        server.cmd("select-pane", "-t", pane.pane_id, "-T", tmux_literal(name, 40))
-    if remain_on_exit:
-        server.cmd("set-option", "-p", "-t", pane.pane_id, "remain-on-exit", "on")

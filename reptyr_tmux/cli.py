@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reptyr-tmux {__version__}")
         return 0
     commands = {"attach": cmd_attach, "adopt": cmd_adopt, "pick": cmd_pick, "plugin-init": cmd_plugin_init,
-                "demo": cmd_demo}
+                "screen-pick": cmd_screen_pick, "demo": cmd_demo}
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print("usage: reptyr-tmux {attach,adopt,pick,demo} ...  (reptyr-tmux COMMAND -h for more)",
               file=sys.stdout if argv[:1] in (["-h"], ["--help"]) else sys.stderr)
@@ -151,6 +151,8 @@ def cmd_adopt(argv: list[str]) -> int:
         where.add_argument(flag, dest="placement", action="store_const", const=placement)
     where.add_argument("--popup", dest="placement", action="store_const", const="popup")
     parser.add_argument("-t", dest="target", metavar="TARGET", help="tmux target session/window/pane")
+    parser.add_argument("--screen", nargs="?", const="", metavar="SESSION",
+                        help="open a GNU screen window instead (SESSION defaults to $STY)")
     _server_options(parser)
     parser.add_argument("-s", dest="stdio", action="store_true", help="also attach fds 0-2 (no tty)")
     parser.add_argument("--no-redraw", action="store_true", help="do not SIGTSTP/SIGCONT afterwards")
@@ -175,7 +177,7 @@ def _adopt(args: argparse.Namespace) -> int:
         server = Server(args.socket_name, args.socket_path) if _in_reach_of_tmux(args) else None
         print(check(pid, server, args.stdio))
         return 0
-    server = Server(args.socket_name, args.socket_path)
+    server = _multiplexer(args)
     try:
         done = adopt(pid, server, placement=args.placement or "window", target=args.target,
                      redraw=not args.no_redraw, force_stdio=args.stdio, start_time=args.start_time,
@@ -186,8 +188,25 @@ def _adopt(args: argparse.Namespace) -> int:
     summary = (f"adopted {done.pid} ({done.name}) from {done.old_tty} into {done.pane.pane_id} "
                f"in {done.took_ms:.0f} ms, {done.mode} mode: {done.why}")
     print(summary)
-    server.message(f"reptyr-tmux: {summary}", done.pane.pane_id if done.pane.pane_id != "popup" else None)
+    in_tmux_pane = done.pane.pane_id.startswith("%")
+    server.message(f"reptyr-tmux: {summary}", done.pane.pane_id if in_tmux_pane else None)
     return 0
+
+
+def _multiplexer(args: argparse.Namespace):
+    if args.screen is not None:
+        from reptyr_tmux.screen import ScreenSession
+
+        return ScreenSession(args.screen or None)
+    from reptyr_tmux.tmux import Server
+
+    return Server(args.socket_name, args.socket_path)
+
+
+def cmd_screen_pick(argv: list[str]) -> int:
+    from reptyr_tmux.screen_pick import main as screen_pick_main
+
+    return screen_pick_main(argv)
 
 
 def _in_reach_of_tmux(args: argparse.Namespace) -> bool:

@@ -76,12 +76,12 @@ def menu_arguments(found: list[Candidate], adopt_argv: list[str]) -> list[str]:
     args = ["-T", "#[align=centre] adopt which process? "]
     usable = [c for c in found if c.refusal is None]
     for key, cand in zip(MENU_KEYS, usable):
-        args += [tmux_literal(_label(cand), MENU_WIDTH), key, _run_adopt(cand, adopt_argv)]
+        args += [tmux_literal(label(cand), MENU_WIDTH), key, _run_adopt(cand, adopt_argv)]
     unusable = [c for c in found if c.refusal is not None]
     if unusable:
         args += [""]  # a separator, then greyed items saying why
         for cand in unusable[:8]:
-            args += ["-" + tmux_literal(f"{_label(cand)} — {cand.refusal}", MENU_WIDTH), "", ""]
+            args += ["-" + tmux_literal(f"{label(cand)} — {cand.refusal}", MENU_WIDTH), "", ""]
     hidden = max(0, len(usable) - len(MENU_KEYS)) + max(0, len(unusable) - 8)
     if hidden:
         args += ["-" + f"({hidden} more not shown)", "", ""]
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                            enough=None if args.list else len(MENU_KEYS))
         if args.list:
             for cand in found:
-                print(printable(f"{_label(cand)}{'  [' + cand.refusal + ']' if cand.refusal else ''}"))
+                print(printable(f"{label(cand)}{'  [' + cand.refusal + ']' if cand.refusal else ''}"))
             return 0
         if not found:
             server.message("reptyr-tmux: no process to adopt (none of yours runs on another terminal)")
@@ -151,7 +151,7 @@ def _options(server: Server) -> dict[str, str]:
     return options
 
 
-def _label(cand: Candidate) -> str:
+def label(cand: Candidate) -> str:
     return f"{cand.pid:>7} {cand.tty:<7} {cand.elapsed:>9}  {cand.command}"
 
 

@@ -10,11 +10,9 @@ import os
 import shlex
 import shutil
 import subprocess
-import tempfile
-import time
-from dataclasses import dataclass
 
-from reptyr_tmux.errors import ReptyrError
+from reptyr_tmux.errors import Refusal, ReptyrError
+from reptyr_tmux.mux import Pane, launch_and_read_report
 from reptyr_tmux.text import tmux_literal
 
 PANE_FORMAT = "#{pane_id}\t#{pane_pid}\t#{pane_tty}\t#{window_id}"
@@ -24,14 +22,6 @@ PLACEMENTS = {"window": ["new-window"], "split-h": ["split-window", "-h"],
 
 class TmuxError(ReptyrError):
     pass
-
-
-@dataclass(frozen=True)
-class Pane:
-    pane_id: str
-    pane_pid: int
-    pane_tty: str
-    window_id: str
 
 
 class Server:
@@ -56,6 +46,25 @@ class Server:
             raise TmuxError(f"tmux {args[0]} failed: {reason}")
         return result.stdout
 
+    def open_pane(self, placement: str, command: list[str], name: str, target: str | None) -> Pane:
+        if placement != "popup":
+            return self.new_pane(placement, command, name, target)
+        if self.version() < (3, 2):
+            raise Refusal("--popup needs tmux 3.2 or newer; use --window, --split-h or --split-v")
+        return self.new_popup(command, name, target)
+
+    def dress(self, pane: Pane, placement: str, name: str, remain_on_exit: bool) -> None:
+        if placement == "popup":
+            return  # titled at creation; a popup has no options of its own
+        if placement != "window":
+            self.cmd("select-pane", "-t", pane.pane_id, "-T", tmux_literal(name, 40))
+        if remain_on_exit:
+            self.cmd("set-option", "-p", "-t", pane.pane_id, "remain-on-exit", "on")
+
+    def refuse_own(self, pid: int) -> None:
+        if pid == self.server_pid():
+            raise Refusal(f"process {pid} is the tmux server itself")
+
     def new_pane(self, placement: str, command: list[str], name: str, target: str | None) -> Pane:
         """A new window or split running `command` as its first process."""
         args = [*PLACEMENTS[placement], "-P", "-F", PANE_FORMAT]
@@ -69,25 +78,17 @@ class Server:
     def new_popup(self, command: list[str], name: str, target: str | None) -> Pane:
         """A popup (tmux >= 3.2) running `command`, which must write "pid tty" to the file named by
         its last argument once ready: a popup has no pane_pid/pane_tty to ask tmux for."""
-        with tempfile.TemporaryDirectory(prefix="reptyr-tmux-") as private:  # mode 0700
-            report = os.path.join(private, "ready")
-            args = ["display-popup", "-E", "-w", "90%", "-h", "80%", "-T", tmux_literal(name, 40)]
-            if target:
-                args += ["-t", target]
+        args = ["display-popup", "-E", "-w", "90%", "-h", "80%", "-T", tmux_literal(name, 40)]
+        if target:
+            args += ["-t", target]
+
+        def launch(report: str) -> subprocess.Popen:
             shell = "exec " + shlex.join([*command, report])
-            client = subprocess.Popen([*self.argv, *args, shell.replace("#", "##")],
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE, start_new_session=True)
-            deadline = time.monotonic() + 5
-            while not os.path.exists(report):
-                if client.poll() not in (None, 0) or time.monotonic() > deadline:
-                    reason = (client.stderr.read().decode(errors="replace").strip() if client.poll()
-                              else "it did not start within 5 s")
-                    raise TmuxError(f"tmux display-popup failed: {reason or 'no client to show it on'}")
-                time.sleep(0.002)
-            with open(report) as f:
-                pid, tty = f.read().split()
-        return Pane("popup", int(pid), tty, "")
+            return subprocess.Popen([*self.argv, *args, shell.replace("#", "##")], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+        pid, tty = launch_and_read_report(launch, "tmux display-popup")
+        return Pane("popup", pid, tty, "")
 
     def version(self) -> tuple[int, int]:
         text = subprocess.run([self.argv[0], "-V"], capture_output=True, text=True).stdout

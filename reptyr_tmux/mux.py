@@ -1,0 +1,52 @@
+"""What tmux and GNU screen have in common for adopt: a pane, and how to open one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from reptyr_tmux.errors import ReptyrError
+
+READY_WITHIN_S = 5.0
+
+
+@dataclass(frozen=True)
+class Pane:
+    pane_id: str
+    pane_pid: int
+    pane_tty: str
+    window_id: str
+
+
+class Multiplexer(Protocol):
+    """What adopt needs from tmux or GNU screen."""
+
+    def open_pane(self, placement: str, command: list[str], name: str, target: str | None) -> Pane: ...
+    def dress(self, pane: Pane, placement: str, name: str, remain_on_exit: bool) -> None: ...
+    def refuse_own(self, pid: int) -> None: ...
+    def message(self, text: str, target: str | None = None) -> None: ...
+
+
+def launch_and_read_report(launch: Callable[[str], subprocess.Popen], what: str) -> tuple[int, str]:
+    """Start a pane whose first process writes "pid tty" to the file named by `launch`'s argument
+    once ready (popups and screen windows cannot be asked for their pid and tty); return them.
+    The file lives in a private (0700) directory, so no one else can forge the answer."""
+    with tempfile.TemporaryDirectory(prefix="reptyr-tmux-") as private:
+        report = os.path.join(private, "ready")
+        client = launch(report)
+        deadline = time.monotonic() + READY_WITHIN_S
+        while not os.path.exists(report):
+            failed = client.poll() not in (None, 0)
+            if failed or time.monotonic() > deadline:
+                reason = client.stderr.read().decode(errors="replace").strip() if failed and client.stderr \
+                    else f"it did not start within {READY_WITHIN_S:g} s"
+                raise ReptyrError(f"{what} failed: {reason or 'no client to show it on'}")
+            time.sleep(0.002)
+        with open(report) as f:
+            pid, tty = f.read().split()
+    return int(pid), tty

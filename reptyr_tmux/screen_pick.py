@@ -1,0 +1,47 @@
+"""`reptyr-tmux screen-pick`: the picker for GNU screen, a numbered list in its own window.
+
+screenrc:  bind J screen -t adopt /path/to/reptyr-tmux screen-pick
+Choosing a number adopts that process into a new screen window; the list's window then closes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from reptyr_tmux import proc
+from reptyr_tmux.picker import candidates, label
+from reptyr_tmux.text import printable
+
+
+def _screen_window_ttys() -> set[str]:
+    """The terminals of screen's own windows: what runs there is in screen already."""
+    stats = proc.all_stats()
+    screens = {s.pid for s in stats if s.comm.lower().startswith("screen")}
+    return {proc.pts_path(s.tty_dev) or "" for s in stats if s.ppid in screens and s.tty_dev}
+
+
+def main(argv: list[str]) -> int:
+    session = os.environ.get("STY")
+    if not session:
+        print("reptyr-tmux screen-pick: run this inside GNU screen (see the README's screenrc line)",
+              file=sys.stderr)
+        return 2
+    found = [c for c in candidates(_screen_window_ttys(), enough=30) if c.refusal is None]
+    if not found:
+        input("No process to adopt. Press Enter. ")
+        return 0
+    print("Adopt which process into a new screen window?\n")
+    for number, cand in enumerate(found, 1):
+        print(printable(f"{number:3}  {label(cand)}", 150))
+    answer = input("\nnumber (Enter to cancel): ").strip()
+    if not answer.isdigit() or not 1 <= int(answer) <= len(found):
+        return 0
+    cand = found[int(answer) - 1]
+    argv = [sys.executable, "-m", "reptyr_tmux", "adopt", "--screen", session, "--start-time",
+            str(cand.starttime), *(["-s"] if cand.stdio else []), str(cand.pid)]
+    result = subprocess.run(argv)
+    if result.returncode != 0:
+        input("Press Enter. ")
+    return result.returncode
