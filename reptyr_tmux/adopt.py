@@ -63,11 +63,18 @@ def choose_mode(pid: int, requested: str, force_stdio: bool, stats: list[proc.St
     except OSError:
         raise Refusal(f"no process {pid} exists; check the id with 'ps'") from None
     stats = stats or proc.all_stats()
-    company = [s for s in stats if s.pid != pid and (s.pgid == stat.pgid or s.ppid == pid)]
-    if company and stat.tty_dev is not None and not force_stdio:
+    if stat.tty_dev is None or force_stdio:
+        return "attach", "it has no terminal of its own, so it moves by itself"
+    company = [s for s in stats if s.pid != pid and (s.pgid == stat.pgid or s.ppid == pid
+                                                     or (stat.sid == pid and s.sid == pid))]
+    if company:
         return "steal", (f"it has company ({', '.join(describe(s) for s in company[:3])}"
                          f"{' ...' if len(company) > 3 else ''}), so its whole session moves")
-    return "attach", "it is alone in its job, so it moves by itself, with no relay"
+    shell = next((s for s in stats if s.pid == stat.ppid and s.sid == stat.sid and s.pgid != stat.pgid), None)
+    if shell:
+        return "steal", (f"its shell {describe(shell)} would hang it up when the old terminal closes, "
+                         "so the shell moves with it")
+    return "attach", "it is alone on its terminal, so it moves by itself, with no relay"
 
 
 def adopt(pid: int, server: Multiplexer, placement: str = "window", target: str | None = None,
@@ -127,7 +134,7 @@ def redraw_screen(pid: int) -> None:
 
     The target now leads an orphaned group, so the kernel drops the stop for a program without a
     handler. SIGCONT must wait: sent while SIGTSTP is still pending, it cancels it (and the repaint).
-    It is needed only when the handler stopped the program for real (raise(SIGSTOP)).
+    It is harmless otherwise and needed when the handler stopped the program for real.
     """
     try:
         # ncurses repaints inside the handler: landing while it still handles the attach's SIGWINCH

@@ -29,7 +29,7 @@ STOP_WAIT_S = 1.0
 SAVED_FD_BASE = 100  # park copies of the old fds out of the way of the program's own
 
 # Layout of the scratch page lent by the target.
-PATH_AT, OLD_ACTION_AT, IGNORE_ACTION_AT, PGRP_AT = 0, 1024, 1280, 1536
+PATH_AT, OLD_ACTION_AT, IGNORE_ACTION_AT, SPARE_ACTION_AT, PGRP_AT = 0, 1024, 1280, 1408, 1536
 
 
 @dataclass
@@ -79,14 +79,14 @@ def _move(tx: Transaction, plan: Plan, tty_path: str) -> None:
              for fd in plan.fds if fd not in plan.missing_fds}
     if plan.session_leader and plan.has_ctty:
         old_fd = _old_ctty_fd(tx, target, plan)
-        tx.step("release-old-ctty", lambda: target.syscall("ioctl", old_fd, TIOCNOTTY, 0),
+        tx.step("release-old-ctty", lambda: _give_up_ctty(target, page, old_fd),
                 lambda _: _retake_ctty(target, page, old_fd, plan.stat.tpgid))
     elif not plan.session_leader:
         if plan.group_leader:
             _leave_own_group(tx, target)
         tx.step("setsid", lambda: target.syscall("setsid"))  # one way: see the module's docstring
     tx.step("set-ctty", lambda: target.syscall("ioctl", new_fd, TIOCSCTTY, 0),
-            lambda _: target.syscall("ioctl", new_fd, TIOCNOTTY, 0))
+            lambda _: _give_up_ctty(target, page, new_fd))
     for fd in plan.fds:
         flags = os.O_CLOEXEC if plan.fd_cloexec.get(fd) else 0
         tx.step(f"dup-over-{fd}", lambda fd=fd, flags=flags: target.syscall("dup3", new_fd, fd, flags),
@@ -110,7 +110,11 @@ def _leave_own_group(tx: Transaction, target: RemoteProcess) -> None:
 
 def _fork_dummy(target: RemoteProcess) -> RemoteProcess:
     # clone with no flags and exit signal 0: a plain copy whose death sends the target no SIGCHLD.
-    child_pid = target.syscall("clone", 0, 0, 0, 0, 0)
+    target.follow_clones(True)
+    try:
+        child_pid = target.syscall("clone", 0, 0, 0, 0, 0)
+    finally:
+        target.follow_clones(False)
     return RemoteProcess.adopt_child(child_pid, target)
 
 
@@ -128,6 +132,25 @@ def _old_ctty_fd(tx: Transaction, target: RemoteProcess, plan: Plan) -> int:
         return plan.old_ctty_fd
     return tx.step("open-dev-tty", lambda: _open_in_target(target, None, "/dev/tty"),
                    lambda fd: target.syscall("close", fd), always=True)
+
+
+def _give_up_ctty(target: RemoteProcess, page: int, fd: int) -> None:
+    """TIOCNOTTY as session leader. The kernel then sends SIGHUP and SIGCONT to the terminal's
+    foreground group, i.e. to the target: they wait, blocked; drop the SIGCONT here (SIGHUP is
+    dropped when its disposition is put back) so nothing of ours reaches the program."""
+    target.syscall("ioctl", fd, TIOCNOTTY, 0)
+    _drop_pending(target, page, signal.SIGCONT)
+
+
+def _drop_pending(target: RemoteProcess, page: int, signum: int) -> None:
+    """Setting a signal to SIG_IGN discards its pending instances (POSIX); then put the action back."""
+    target.write(page + IGNORE_ACTION_AT, _ignore_action(target))
+    target.syscall("rt_sigaction", signum, page + IGNORE_ACTION_AT, page + SPARE_ACTION_AT, 8)
+    target.syscall("rt_sigaction", signum, page + SPARE_ACTION_AT, 0, 8)
+
+
+def _ignore_action(target: RemoteProcess) -> bytes:
+    return (1).to_bytes(target.arch.word, "little") + bytes(32)  # handler SIG_IGN, no flags, no mask
 
 
 def _retake_ctty(target: RemoteProcess, page: int, old_fd: int, foreground_pgrp: int) -> None:
@@ -199,12 +222,13 @@ def _unmap(target: RemoteProcess, address: int) -> None:
 
 def _ignore_sighup(target: RemoteProcess, page: int) -> None:
     """Ignore SIGHUP while terminals change hands (TIOCNOTTY hangs up the old foreground group)."""
-    ignore = (1).to_bytes(target.arch.word, "little") + bytes(32)  # handler SIG_IGN, no flags, no mask
-    target.write(page + IGNORE_ACTION_AT, ignore)
+    target.write(page + IGNORE_ACTION_AT, _ignore_action(target))
     target.syscall("rt_sigaction", signal.SIGHUP, page + IGNORE_ACTION_AT, page + OLD_ACTION_AT, 8)
 
 
 def _restore_sighup(target: RemoteProcess, page: int) -> None:
+    """Re-ignore first, which drops a SIGHUP our TIOCNOTTY left pending, then the old action."""
+    target.syscall("rt_sigaction", signal.SIGHUP, page + IGNORE_ACTION_AT, 0, 8)
     target.syscall("rt_sigaction", signal.SIGHUP, page + OLD_ACTION_AT, 0, 8)
 
 

@@ -19,8 +19,10 @@ Doing the restart by hand instead (ip -= 2) loses a signal that lands before the
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
@@ -28,14 +30,21 @@ from ptrace.binding import func as pt
 
 from reptyr_tmux import proc
 from reptyr_tmux.arch import Arch, arch_of_elf
-from reptyr_tmux.errors import Refusal, RemoteError, TargetGone
+from reptyr_tmux.errors import Refusal, RemoteError, ReptyrError, TargetGone
 
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
 PTRACE_EVENT_STOP = 128
 WALL = 0x40000000
 SYSCALL_STOP = signal.SIGTRAP | 0x80
-OPTIONS = pt.PTRACE_O_TRACESYSGOOD | pt.PTRACE_O_TRACECLONE | pt.PTRACE_O_TRACEFORK | pt.PTRACE_O_TRACEVFORK
+PTRACE_GETSIGMASK = 0x420A
+PTRACE_SETSIGMASK = 0x420B
+# Only while we clone our dummy do we follow clones: following the target's own forks would stop
+# its children (and deadlock a vfork) whenever it happens to fork while we hold it.
+OPTIONS = pt.PTRACE_O_TRACESYSGOOD
+OPTIONS_FOR_DUMMY = OPTIONS | pt.PTRACE_O_TRACECLONE
+ALL_SIGNALS = (1 << 64) - 1
+STOP_WITHIN_S = 5.0
 PAGE = 4096
 MINUS_ONE_64 = (1 << 64) - 1  # "no syscall in progress", so the kernel's restart logic stays out
 
@@ -53,6 +62,7 @@ class RemoteProcess:
         self.saved = pt.ptrace_getregs(pid)
         self.injected = False
         self.deferred_signals: list[int] = []
+        self.saved_mask: int | None = None
         self.new_child: int | None = None
         self._mem = os.open(f"/proc/{pid}/mem", os.O_RDWR)
         self.insn_addr = parent.insn_addr if parent else self._find_syscall_insn()
@@ -60,7 +70,9 @@ class RemoteProcess:
     # -- infect / cure ---------------------------------------------------------------------------
     @classmethod
     def infect(cls, pid: int) -> RemoteProcess:
-        """Seize the target without sending it a signal, stop it, save its registers."""
+        """Seize the target without sending it a signal, stop it, save its registers, and block
+        its signals (ptrace's own mask, given back by cure): a signal that arrives meanwhile stays
+        pending, with all its information, and is delivered as usual after we let go."""
         try:
             arch = arch_of_elf(proc.exe_header(pid))
         except FileNotFoundError:
@@ -73,9 +85,9 @@ class RemoteProcess:
             raise _seize_error(pid, e.errno) from None
         try:
             pt.ptrace(PTRACE_INTERRUPT, pid)
-            first_stop = _wait_stopped(pid)
+            _run_to_interrupt_stop(pid, deliver=True)
             target = cls(pid, arch)
-            target._note_stop(first_stop)
+            target._block_signals()
             return target
         except BaseException:
             _detach_quietly(pid)
@@ -83,25 +95,42 @@ class RemoteProcess:
 
     @classmethod
     def adopt_child(cls, pid: int, parent: RemoteProcess) -> RemoteProcess:
-        """Take over a child our traced target just forked (it starts stopped, already traced)."""
+        """Take over a child our traced target just cloned (it starts stopped, already traced)."""
         _wait_stopped(pid)
         return cls(pid, parent.arch, parent)
 
+    def follow_clones(self, on: bool) -> None:
+        pt.ptrace_setoptions(self.pid, OPTIONS_FOR_DUMMY if on else OPTIONS)
+
     def cure(self) -> None:
-        """Give the registers back, exactly as saved, and detach."""
+        """Give registers and signal mask back, exactly as saved, and detach."""
         try:
             if self.injected:
                 self._return_to_signal_stop()
-            pt.ptrace_setregs(self.pid, self.saved)
-            pt.ptrace_detach(self.pid, 0)
-        except pt.PtraceError as e:
-            if e.errno != 3:  # ESRCH: it died under us, nothing left to give back
-                raise
         finally:
-            os.close(self._mem)
+            try:
+                pt.ptrace_setregs(self.pid, self.saved)
+                self._set_sigmask(self.saved_mask)
+                pt.ptrace_detach(self.pid, 0)
+            except pt.PtraceError as e:
+                if e.errno != 3:  # ESRCH: it died under us, nothing left to give back
+                    raise
+            finally:
+                os.close(self._mem)
         for signum in dict.fromkeys(self.deferred_signals):
             with suppress(ProcessLookupError):
                 os.kill(self.pid, signum)
+
+    def _block_signals(self) -> None:
+        mask = ctypes.c_uint64()
+        pt.ptrace(PTRACE_GETSIGMASK, self.pid, 8, ctypes.addressof(mask))
+        self.saved_mask = mask.value
+        self._set_sigmask(ALL_SIGNALS)
+
+    def _set_sigmask(self, value: int | None) -> None:
+        if value is not None:
+            mask = ctypes.c_uint64(value)
+            pt.ptrace(PTRACE_SETSIGMASK, self.pid, 8, ctypes.addressof(mask))
 
     def kill(self) -> None:
         """For our own short-lived dummy child only: end it and collect its ptrace exit report."""
@@ -120,12 +149,8 @@ class RemoteProcess:
         never been there. From the syscall-exit stop our last call left it in, it would not.
         """
         pt.ptrace(PTRACE_INTERRUPT, self.pid)
-        while True:
-            pt.ptrace_cont(self.pid, 0)
-            status = _wait_stopped(self.pid)
-            if status >> 16 == PTRACE_EVENT_STOP:
-                return
-            self._note_stop(status)
+        pt.ptrace_cont(self.pid, 0)
+        _run_to_interrupt_stop(self.pid, deliver=False, note=self._note_stop)
 
     # -- syscall ---------------------------------------------------------------------------------
     def syscall(self, name: str, *args: int) -> int:
@@ -164,9 +189,9 @@ class RemoteProcess:
             return True
         if event in (pt.PTRACE_EVENT_FORK, pt.PTRACE_EVENT_VFORK, pt.PTRACE_EVENT_CLONE):
             self.new_child = pt.ptrace_geteventmsg(self.pid)
-        elif event == 0 and stopsig != signal.SIGCONT and not self._ignores(stopsig):
-            # A real signal arrived while we hold the target: keep it for after the detach.
-            # (SIGCONT is left out: TIOCNOTTY sends one as a side effect, and the target runs anyway.)
+        elif event == 0 and not self._ignores(stopsig):
+            # Only a signal that cannot be blocked gets here (all others wait, pending): keep it for
+            # after the detach.
             self.deferred_signals.append(stopsig)
         # Group stops and PTRACE_EVENT_STOPs need nothing: we simply carry on.
         return False
@@ -217,10 +242,33 @@ class RemoteProcess:
 
 
 def _wait_stopped(pid: int) -> int:
-    _, status = os.waitpid(pid, WALL)
+    """The next ptrace stop of `pid`, or an error after STOP_WITHIN_S (never hang holding it)."""
+    deadline, naps = time.monotonic() + STOP_WITHIN_S, 0
+    while True:
+        waited, status = os.waitpid(pid, WALL | os.WNOHANG)
+        if waited:
+            break
+        if time.monotonic() > deadline:
+            raise ReptyrError(f"process {pid} did not stop for us within {STOP_WITHIN_S:g} s")
+        naps += 1
+        time.sleep(0 if naps < 50 else 0.0002)
     if os.WIFEXITED(status) or os.WIFSIGNALED(status):
         raise TargetGone(f"process {pid} exited while we were working on it")
     return status
+
+
+def _run_to_interrupt_stop(pid: int, deliver: bool, note=None) -> None:
+    """Wait for our PTRACE_INTERRUPT's stop. Stops that come first are carried on from: a signal
+    is delivered as it would have been (`deliver`) or handed to `note`."""
+    while True:
+        status = _wait_stopped(pid)
+        if status >> 16 == PTRACE_EVENT_STOP:
+            return
+        signum = os.WSTOPSIG(status) if status >> 16 == 0 else 0
+        if signum and not deliver and note:
+            note(status)
+            signum = 0
+        pt.ptrace_cont(pid, signum)
 
 
 def _detach_quietly(pid: int) -> None:

@@ -57,6 +57,10 @@ def find_session(pid: int) -> Session:
     holders = tuple(h for h in (_ptmx_holder(p, index) for p in proc.all_pids()) if h)
     if not holders:
         raise Refusal(f"no process holds the master side of {path} (or we may not look at it)")
+    for holder in holders:
+        if holder.comm.startswith("tmux"):
+            raise Refusal(f"{path} is a pane of the tmux server {holder.pid}: its session is in tmux "
+                          "already. Move the process alone (--mode attach), or use that pane")
     members = tuple(s.pid for s in proc.all_stats() if s.sid == stat.sid)
     return Session(index, stat.sid, holders, members)
 
@@ -125,9 +129,13 @@ def _ignore_sighup(pid: int) -> bytes:
 
 
 def _restore_sighup(pid: int, old: bytes) -> None:
+    """Re-ignore first (drops a SIGHUP that waited, blocked, while we held it), then the old action."""
     target = RemoteProcess.infect(pid)
     try:
         with target.scratch() as page:
+            size = 4 * target.arch.word + 8
+            target.write(page + 512, (1).to_bytes(target.arch.word, "little") + bytes(size))
+            target.syscall("rt_sigaction", signal.SIGHUP, page + 512, 0, 8)
             target.write(page, old)
             target.syscall("rt_sigaction", signal.SIGHUP, page, 0, 8)
     finally:

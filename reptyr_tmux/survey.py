@@ -57,7 +57,10 @@ def parse_pid(text: str) -> int:
 
 
 def describe(stat: proc.Stat) -> str:
-    return f"{stat.pid} ({stat.comm})"
+    """"1234 (name)" with the name made safe to print: it is whatever the process chose."""
+    from reptyr_tmux.text import printable
+
+    return f"{stat.pid} ({printable(stat.comm, 40)})"
 
 
 def survey(pid: int, force_stdio: bool = False, stats: list[proc.Stat] | None = None) -> Plan:
@@ -83,6 +86,7 @@ def survey(pid: int, force_stdio: bool = False, stats: list[proc.Stat] | None = 
     if not fds:
         raise Refusal(f"process {describe(stat)} has no terminal open (its fds point elsewhere); "
                       "use -s to attach its stdin, stdout and stderr anyway")
+    _refuse_other_foreground(stat, stats)
     plan = Plan(pid=pid, stat=stat, fds=fds, old_ctty_fd=old_ctty_fd)
     plan.missing_fds = set(fds) - set(proc.open_fds(pid))
     present = [fd for fd in fds if fd not in plan.missing_fds]
@@ -101,6 +105,9 @@ def _refuse_unmovable(stat: proc.Stat, status: dict[str, str]) -> None:
     if stat.state in ("Z", "X"):
         raise Refusal(f"process {who} has already exited (a zombie waiting for its parent); "
                       "there is nothing left to move")
+    if status.get("Seccomp", "0") == "2":
+        raise Refusal(f"process {who} runs under a seccomp filter, which may kill it for a syscall we "
+                      "would make it run; it cannot be moved safely")
     tracer = int(status.get("TracerPid", "0"))
     if tracer:
         raise Refusal(f"process {who} is already being traced by process {tracer} (a debugger or "
@@ -120,6 +127,17 @@ def _refuse_shared_group(stat: proc.Stat, stats: list[proc.Stat]) -> None:
     raise Refusal(f"process {describe(stat)} shares its process group with {names}; moving it alone "
                   "would split that job. Move the whole terminal session instead (steal mode, -T), "
                   "or pick the job's top process once the others have finished")
+
+
+def _refuse_other_foreground(stat: proc.Stat, stats: list[proc.Stat]) -> None:
+    """A session leader (a shell) whose terminal's foreground is another job: giving up the terminal
+    would hang that job up."""
+    if stat.sid != stat.pid or stat.tty_dev is None or stat.tpgid in (-1, 0, stat.pgid):
+        return
+    job = next((s for s in stats if s.pgid == stat.tpgid), None)
+    raise Refusal(f"process {describe(stat)} leads its terminal's session while another job "
+                  f"({describe(job) if job else stat.tpgid}) runs in its foreground; moving it alone would "
+                  "hang that job up. Move the whole session instead (steal mode: -T, --mode steal)")
 
 
 def _terminal_fds(pid: int, stat: proc.Stat, force_stdio: bool) -> tuple[list[int], int | None]:

@@ -95,6 +95,14 @@ class Victim:
         return {fd: proc.fd_target(self.pid, fd) for fd in proc.open_fds(self.pid)}
 
 
+def gone(pid: int) -> bool:
+    """Exited (a zombie or reaped)."""
+    try:
+        return proc.read_stat(pid).state in ("Z", "X")
+    except OSError:
+        return True
+
+
 def wait_for(predicate, timeout: float = 5.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

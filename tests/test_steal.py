@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from conftest import CLI, ECHO, VICTIMS, Tmux, wait_for
+from conftest import CLI, ECHO, VICTIMS, Tmux, gone, wait_for
 
 from reptyr_tmux import proc
 
@@ -84,8 +84,7 @@ def test_job_with_children_moves_with_its_session(sshd, tmux):
     relay = int(tmux.pane("main:1", "#{pane_pid}"))
     assert proc.read_stat(relay).comm == "reptyr-relay"
     tmux("send-keys", "-t", "main:1", "C-c")
-    wait_for(lambda: not os.path.exists(f"/proc/{job}") or proc.read_stat(job).state == "Z",
-             what="^C to end the job")
+    wait_for(lambda: gone(job), what="^C to end the job")
     tmux("send-keys", "-t", "main:1", "echo typed-in-pane", "Enter")
     tmux.wait_screen("main:1", "typed-in-pane\n")
     sshd.type(1, "echo other-session-fine")  # the holder's other session is untouched
@@ -117,8 +116,7 @@ def test_readopt_twice_and_session_end_closes_the_pane(sshd, tmux):
     tmux("send-keys", "-t", f"main:{last}", "echo again", "Enter")
     tmux.wait_screen(f"main:{last}", "again\n")
     tmux("send-keys", "-t", f"main:{last}", "exit", "Enter")
-    wait_for(lambda: not os.path.exists(f"/proc/{shell}") or proc.read_stat(shell).state == "Z",
-             what="the shell to exit")
+    wait_for(lambda: gone(shell), what="the shell to exit")
     wait_for(lambda: tmux.windows() == ["0"], what="the relay pane to close with the session")
 
 
