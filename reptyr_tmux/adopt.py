@@ -141,10 +141,31 @@ def redraw_screen(pid: int) -> None:
         # garbles both, so wait until that is delivered and the program is asleep again.
         _wait(lambda: not _pending(pid, signal.SIGWINCH) and _state(pid) == "S")
         os.kill(pid, signal.SIGTSTP)
-        if _wait(lambda: not _pending(pid, signal.SIGTSTP)) and _wait(lambda: _state(pid) == "T", 0.05):
-            os.kill(pid, signal.SIGCONT)
+        # Then let its handler run, and continue it: nothing else in its orphaned group ever would.
+        _wait(lambda: not _pending(pid, signal.SIGTSTP) and _state(pid) in "ST", 1.0)
+        os.kill(pid, signal.SIGCONT)
+        _continue_if_it_stops_later(pid)
     except (OSError, KeyError):
         return  # it exited meanwhile: nothing to redraw
+
+
+def _continue_if_it_stops_later(pid: int, watch_s: float = 3.0) -> None:
+    """A slow handler (vim saving its swap file) may stop the program after our SIGCONT; a short-lived
+    child of ours keeps watching so we can return at once."""
+    if os.fork() != 0:
+        return
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):  # let whoever reads our output see it end now
+            os.dup2(null, fd)
+        os.setsid()
+        deadline = time.monotonic() + watch_s
+        while time.monotonic() < deadline:
+            if _state(pid) == "T":
+                os.kill(pid, signal.SIGCONT)
+            time.sleep(0.02)
+    finally:
+        os._exit(0)
 
 
 def _pending(pid: int, signum: int) -> bool:

@@ -241,6 +241,33 @@ class RemoteProcess:
         raise RemoteError("finding a syscall instruction", 8)
 
 
+def hold_other_threads(pid: int) -> list[int]:
+    """Seize and stop every other thread of `pid` (no signal sent). A thread blocked reading the old
+    terminal then restarts its read when let go, and so reads the new one; meanwhile none runs."""
+    held: list[int] = []
+    try:
+        while True:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid and int(t) not in held]
+            if not tids:
+                return held
+            for tid in tids:
+                try:
+                    pt.ptrace(PTRACE_SEIZE, tid, 0, OPTIONS)
+                except pt.PtraceError:
+                    continue  # it just exited
+                held.append(tid)
+                pt.ptrace(PTRACE_INTERRUPT, tid)
+                _run_to_interrupt_stop(tid, deliver=True)
+    except BaseException:
+        release_threads(held)
+        raise
+
+
+def release_threads(tids: list[int]) -> None:
+    for tid in tids:
+        _detach_quietly(tid)
+
+
 def _wait_stopped(pid: int) -> int:
     """The next ptrace stop of `pid`, or an error after STOP_WITHIN_S (never hang holding it)."""
     deadline, naps = time.monotonic() + STOP_WITHIN_S, 0

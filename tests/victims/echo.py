@@ -32,6 +32,25 @@ def on_tstp(*_: object) -> None:
     say("sigtstp")
 
 
+def install_allow_all_seccomp_filter() -> None:
+    """Seccomp mode 2 with a filter that allows everything: enough to show up as "Seccomp: 2"."""
+    import ctypes
+
+    class SockFilter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte),
+                    ("k", ctypes.c_uint)]
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+
+    allow = (SockFilter * 1)(SockFilter(0x06, 0, 0, 0x7FFF0000))  # BPF_RET|BPF_K, SECCOMP_RET_ALLOW
+    prog = SockFprog(1, allow)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
+    if libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+        raise OSError(ctypes.get_errno(), "seccomp")
+
+
 def spin() -> None:
     while True:
         sum(range(1000))
@@ -48,6 +67,10 @@ if __name__ == "__main__":
         signal.signal(signal.SIGINT, on_int)
     if "--catch-tstp" in args:
         signal.signal(signal.SIGTSTP, on_tstp)
+    if "--slow-tstp" in args:  # like vim: tidy up for a while, then really stop
+        signal.signal(signal.SIGTSTP, lambda *_: (time.sleep(0.3), os.kill(os.getpid(), signal.SIGSTOP)))
+    if "--seccomp" in args:
+        install_allow_all_seccomp_filter()
     for _ in range(int(args[args.index("--threads") + 1]) if "--threads" in args else 0):
         threading.Thread(target=spin, daemon=True).start()
     if "--sleep" in args:

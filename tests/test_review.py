@@ -1,0 +1,95 @@
+"""Hard cases found in review: forks in flight, busy shells, slow handlers, seccomp, crafted names."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import CLI, ECHO, VICTIMS, wait_for
+from test_faults import snapshot
+
+from reptyr_tmux import proc
+from reptyr_tmux.attach import attach
+from reptyr_tmux.errors import Refusal
+
+
+def move(spawn, victim):
+    term, slave = spawn.new_terminal()
+    try:
+        attach(victim.pid, os.ttyname(slave))
+    finally:
+        os.close(slave)
+    return term
+
+
+@pytest.mark.parametrize("how", ["--fork", "--spawn"])
+def test_target_that_forks_all_the_time(spawn, how):
+    """Seized mid-fork or mid-vfork: the fork completes, the child is not held, nothing fails."""
+    victim = spawn.on_pty([sys.executable, str(VICTIMS / "forker.py"), how])
+    moved = 0
+    for _ in range(100):
+        try:
+            term = move(spawn, victim)
+        except Refusal as e:  # a child happened to exist at that instant: refused untouched
+            assert "shares its process group" in str(e)
+            continue
+        moved += 1
+        term.write(f"round {moved}\n".encode())
+        seen = term.expect(f"got: round {moved}")
+        assert "FORK FAILED" not in seen
+        stuck = [s.pid for s in proc.all_stats() if s.ppid == victim.pid and s.state in "tT"]
+        assert stuck == []
+        if moved == 5:
+            return
+    pytest.fail(f"only {moved} of 100 attempts found the forker without a child")
+
+
+def test_shell_leading_a_foreground_job_is_refused_and_the_job_lives(spawn):
+    job = spawn.in_shell(" ".join(ECHO))
+    term, slave = spawn.new_terminal()
+    with pytest.raises(Refusal, match="another job"):
+        attach(job.shell_pid, os.ttyname(slave))
+    os.close(slave)
+    job.term.write(b"still fine\n")
+    job.term.expect("got: still fine")
+
+
+def test_slow_sigtstp_handler_is_continued_after_the_redraw(spawn, tmux):
+    victim = spawn.on_pty([*ECHO, "--slow-tstp"])
+    result = subprocess.run([*CLI, "adopt", "-L", tmux.socket, "-t", "main", str(victim.pid)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    time.sleep(1.0)
+    assert victim.stat().state != "T"
+    tmux("send-keys", "-t", "main:1", "after redraw", "Enter")
+    tmux.wait_screen("main:1", "got: after redraw")
+
+
+def test_seccomp_target_is_refused_untouched(spawn):
+    victim = spawn.on_pty([*ECHO, "--seccomp"])
+    assert proc.read_status(victim.pid)["Seccomp"] == "2"
+    before = snapshot(victim.pid)
+    result = subprocess.run([*CLI, "attach", str(victim.pid)], capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 2 and "seccomp" in result.stderr
+    assert snapshot(victim.pid) == before
+
+
+def test_crafted_name_reaches_no_terminal_through_messages(spawn, tmux):
+    evil = "\x1b]0;PWN\x07\x1b[2J"
+    victim = spawn.detached([*ECHO, "--name", evil])
+    wait_for(lambda: proc.read_stat(victim.pid).comm.startswith("\x1b"), what="the crafted name")
+    refused = subprocess.run([*CLI, "attach", str(victim.pid)], capture_output=True, text=True,
+                             stdin=subprocess.DEVNULL)
+    assert refused.returncode == 2 and "\x1b" not in refused.stderr and "\x07" not in refused.stderr
+    checked = subprocess.run([*CLI, "adopt", "-L", tmux.socket, "--check", "-s", str(victim.pid)],
+                             capture_output=True, text=True)
+    assert checked.returncode == 0 and "\x1b" not in checked.stdout + checked.stderr
+    adopted = subprocess.run([*CLI, "adopt", "-L", tmux.socket, "-t", "main", "-s", str(victim.pid)],
+                             capture_output=True, text=True)
+    assert adopted.returncode == 0 and "\x1b" not in adopted.stdout + adopted.stderr
+    os.kill(victim.pid, signal.SIGTERM)
