@@ -200,7 +200,7 @@ def _multiplexer(args: argparse.Namespace):
         return ScreenSession(args.screen or None)
     from reptyr_tmux.tmux import Server
 
-    return Server(args.socket_name, args.socket_path)
+    return Server(args.socket_name, args.socket_path, args.target)
 
 
 def cmd_screen_pick(argv: list[str]) -> int:

@@ -25,7 +25,8 @@ class TmuxError(ReptyrError):
 
 
 class Server:
-    def __init__(self, socket_name: str | None = None, socket_path: str | None = None):
+    def __init__(self, socket_name: str | None = None, socket_path: str | None = None,
+                 target: str | None = None):
         binary = shutil.which("tmux")
         if binary is None:
             raise TmuxError("tmux is not installed (apt-get install tmux)")
@@ -34,9 +35,9 @@ class Server:
             self.argv += ["-L", socket_name]
         if socket_path:
             self.argv += ["-S", socket_path]
-        if not (socket_name or socket_path or os.environ.get("TMUX")):
-            raise TmuxError("not inside tmux: run this from a tmux pane or key binding, or name the "
-                            "server with -L/-S")
+        if not (socket_name or socket_path or target or os.environ.get("TMUX")):
+            raise TmuxError("not inside tmux: run this from a tmux pane or key binding, or say where "
+                            "with -t SESSION (default server) or -L/-S")
 
     def cmd(self, *args: str) -> str:
         result = subprocess.run([*self.argv, *args], capture_output=True, text=True,

@@ -139,3 +139,19 @@ def test_attach_T_in_the_current_terminal(sshd, spawn):
     here.expect("via-T\r\n")
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
+
+
+def test_shell_job_moves_with_its_shell_and_survives_the_old_terminal(sshd, tmux):
+    """Auto mode: a shell's job would be hung up by its shell when the old terminal goes, so the
+    whole session moves; then the old 'sshd' may go away entirely."""
+    sshd.type(0, f"{' '.join(ECHO)}")
+    sshd.wait_log(0, "ready")
+    job = sshd.job(0)
+    result = adopt(tmux, job)
+    assert "steal mode" in result.stdout and "would hang it up" in result.stdout
+    sshd.process.kill()  # the old terminal's holder is gone: no SIGHUP may reach the job
+    sshd.process.wait()
+    time.sleep(0.5)
+    assert not gone(job)
+    tmux("send-keys", "-t", "main:1", "after the old terminal closed", "Enter")
+    tmux.wait_screen("main:1", "got: after the old terminal closed")
