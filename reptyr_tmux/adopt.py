@@ -16,6 +16,8 @@ from reptyr_tmux import proc
 from reptyr_tmux.attach import attach
 from reptyr_tmux.errors import Refusal, ReptyrError
 from reptyr_tmux.holder import READY_COMMS
+from reptyr_tmux.modes import apply as apply_modes
+from reptyr_tmux.modes import modes_of as terminal_modes
 from reptyr_tmux.mux import Multiplexer, Pane
 from reptyr_tmux.steal import RELAY_NAME, find_session, silence_holders
 from reptyr_tmux.survey import describe, survey
@@ -33,6 +35,7 @@ class Adopted:
     took_ms: float
     mode: str  # "attach" (the process alone, zero-copy) or "steal" (its whole session, relayed)
     why: str
+    terminal_modes: list[str]
 
 
 def check(pid: int, server: Multiplexer | None, force_stdio: bool = False) -> str:
@@ -79,7 +82,7 @@ def choose_mode(pid: int, requested: str, force_stdio: bool, stats: list[proc.St
 
 def adopt(pid: int, server: Multiplexer, placement: str = "window", target: str | None = None,
           redraw: bool = True, force_stdio: bool = False, start_time: int | None = None,
-          remain_on_exit: bool = False, mode: str = "auto") -> Adopted:
+          remain_on_exit: bool = False, mode: str = "auto", modes_spec: str = "auto") -> Adopted:
     started = time.monotonic()
     try:
         stat = proc.read_stat(pid)
@@ -90,13 +93,15 @@ def adopt(pid: int, server: Multiplexer, placement: str = "window", target: str 
     server.refuse_own(pid)
     chosen, why = choose_mode(pid, mode, force_stdio)
     name = printable(stat.comm, 40)
+    carried, _source = terminal_modes(pid, modes_spec)  # read before the old terminal is left
     move = _steal_into_pane if chosen == "steal" else _attach_into_pane
     pane = move(pid, server, placement, target, name, force_stdio)
     server.dress(pane, placement, name, remain_on_exit)
     if redraw and chosen == "attach":
         redraw_screen(pid)
+    apply_modes(carried, pane.pane_tty)  # after the redraw: ncurses' endwin turns keypad mode off
     return Adopted(pid, name, pane, proc.tty_name(stat.tty_dev), (time.monotonic() - started) * 1000,
-                   chosen, why)
+                   chosen, why, [m.name for m in carried])
 
 
 def _attach_into_pane(pid: int, server: Multiplexer, placement: str, target: str | None, name: str,

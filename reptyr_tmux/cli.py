@@ -160,6 +160,9 @@ def cmd_adopt(argv: list[str]) -> int:
     parser.add_argument("--mode", choices=("auto", "attach", "steal"), default="auto",
                         help="attach: the process alone, zero-copy; steal: its whole terminal session; "
                              "auto (default): steal when it has children or shares its job")
+    parser.add_argument("--modes", default="auto", metavar="SPEC",
+                        help="terminal modes to carry: auto (read or inferred), none, a,b (exactly), "
+                             "or +a,-b (auto plus a, minus b); see the README")
     parser.add_argument("--check", action="store_true", help="only say whether PID can be adopted")
     parser.add_argument("--start-time", type=int, help="refuse unless PID started at this tick (picker)")
     parser.add_argument("pid", metavar="PID")
@@ -173,6 +176,7 @@ def _adopt(args: argparse.Namespace) -> int:
     from reptyr_tmux.tmux import Server
 
     pid = parse_pid(args.pid)
+    _check_modes_spec(args.modes)
     if args.check:
         server = Server(args.socket_name, args.socket_path) if _in_reach_of_tmux(args) else None
         print(check(pid, server, args.stdio))
@@ -181,16 +185,27 @@ def _adopt(args: argparse.Namespace) -> int:
     try:
         done = adopt(pid, server, placement=args.placement or "window", target=args.target,
                      redraw=not args.no_redraw, force_stdio=args.stdio, start_time=args.start_time,
-                     remain_on_exit=args.remain_on_exit, mode=args.mode)
+                     remain_on_exit=args.remain_on_exit, mode=args.mode, modes_spec=args.modes)
     except ReptyrError as e:
         server.message(f"reptyr-tmux: {e}")
         raise
+    carried = f"; terminal modes carried: {', '.join(done.terminal_modes)}" if done.terminal_modes else ""
     summary = (f"adopted {done.pid} ({done.name}) from {done.old_tty} into {done.pane.pane_id} "
-               f"in {done.took_ms:.0f} ms, {done.mode} mode: {done.why}")
+               f"in {done.took_ms:.0f} ms, {done.mode} mode: {done.why}{carried}")
     print(summary)
     in_tmux_pane = done.pane.pane_id.startswith("%")
     server.message(f"reptyr-tmux: {summary}", done.pane.pane_id if in_tmux_pane else None)
     return 0
+
+
+def _check_modes_spec(spec: str) -> None:
+    from reptyr_tmux.errors import Refusal
+    from reptyr_tmux.modes import parse_spec
+
+    try:
+        parse_spec(spec)
+    except ValueError as e:
+        raise Refusal(f"--modes: {e}") from None
 
 
 def _multiplexer(args: argparse.Namespace):

@@ -22,7 +22,7 @@ from reptyr_tmux.tmux import Server
 MENU_KEYS = "123456789abcdefghijklmnoprstuvwxyz"
 MENU_WIDTH = 70
 OPTION_DEFAULTS = {"@reptyr-placement": "window", "@reptyr-redraw": "on",
-                   "@reptyr-remain-on-exit": "off", "@reptyr-pick-all": "off"}
+                   "@reptyr-remain-on-exit": "off", "@reptyr-pick-all": "off", "@reptyr-modes": "auto"}
 
 
 @dataclass
@@ -120,6 +120,8 @@ def _adopt_argv(args: argparse.Namespace, options: dict[str, str]) -> list[str]:
         argv.append("--no-redraw")
     if options["@reptyr-remain-on-exit"] == "on":
         argv.append("--remain-on-exit")
+    if options["@reptyr-modes"] != "auto":
+        argv += ["--modes", options["@reptyr-modes"]]
     if args.socket_name:
         argv += ["-L", args.socket_name]
     if args.socket_path:

@@ -57,10 +57,6 @@ def find_session(pid: int) -> Session:
     holders = tuple(h for h in (_ptmx_holder(p, index) for p in proc.all_pids()) if h)
     if not holders:
         raise Refusal(f"no process holds the master side of {path} (or we may not look at it)")
-    for holder in holders:
-        if holder.comm.startswith("tmux"):
-            raise Refusal(f"{path} is a pane of the tmux server {holder.pid}: its session is in tmux "
-                          "already. Move the process alone (--mode attach), or use that pane")
     members = tuple(s.pid for s in proc.all_stats() if s.sid == stat.sid)
     return Session(index, stat.sid, holders, members)
 

@@ -1,10 +1,13 @@
 """A full-screen curses program with keypad mode on: draws a marker, reports keys it receives."""
 
 import curses
+import sys
 
 
 def main(screen) -> None:
     screen.keypad(True)
+    if "--mouse" in sys.argv:
+        curses.mousemask(curses.ALL_MOUSE_EVENTS)
     screen.addstr(5, 10, "CURSES-SCREEN ready")
     screen.refresh()
     while True:

@@ -1,0 +1,175 @@
+"""Carry the terminal modes a program set on its old terminal into the new pane.
+
+Cursor-key and keypad application mode, the alternate screen, mouse reporting, bracketed paste, a
+hidden cursor... live in the terminal *emulator*, not in the kernel, so a new pane starts without
+them and the program's first arrow key arrives in the wrong form. Where the old terminal is a tmux
+pane (of any server we can reach), its mode flags are read exactly; otherwise they are inferred: a
+program whose terminal is in non-canonical, no-echo mode is full-screen, so it has sent its
+terminfo's smkx (keypad) and smcup (alternate screen). The modes are then written into the pane as
+output, which is exactly how the program set them on its old terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import termios
+from dataclasses import dataclass
+
+from reptyr_tmux import proc
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    tmux_flag: str  # the format that reads it from a tmux pane
+    sequence: str  # what a program writes to set it
+    when_flag_is: str = "1"  # "0" for modes that are the *absence* of a default (cursor, wrap)
+
+
+MODES = (
+    Mode("alt-screen", "alternate_on", "\x1b[?1049h"),
+    Mode("cursor-keys", "keypad_cursor_flag", "\x1b[?1h"),
+    Mode("keypad", "keypad_flag", "\x1b="),
+    Mode("mouse-standard", "mouse_standard_flag", "\x1b[?1000h"),
+    Mode("mouse-button", "mouse_button_flag", "\x1b[?1002h"),
+    Mode("mouse-all", "mouse_all_flag", "\x1b[?1003h"),
+    Mode("mouse-utf8", "mouse_utf8_flag", "\x1b[?1005h"),
+    Mode("mouse-sgr", "mouse_sgr_flag", "\x1b[?1006h"),
+    Mode("bracketed-paste", "", "\x1b[?2004h"),  # tmux 3.3 has no format for it: force it if needed
+    Mode("insert", "insert_flag", "\x1b[4h"),
+    Mode("origin", "origin_flag", "\x1b[?6h"),
+    Mode("hide-cursor", "cursor_flag", "\x1b[?25l", when_flag_is="0"),
+    Mode("no-wrap", "wrap_flag", "\x1b[?7l", when_flag_is="0"),
+)
+BY_NAME = {mode.name: mode for mode in MODES}
+
+
+def parse_spec(spec: str) -> tuple[str, set[str], set[str]]:
+    """--modes: "auto", "none", "a,b" (exactly these), or "+a,-b" (auto, plus a, minus b)."""
+    if spec in ("auto", "none"):
+        return spec, set(), set()
+    words = [w.strip() for w in spec.split(",") if w.strip()]
+    unknown = [w.lstrip("+-") for w in words if w.lstrip("+-") not in BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown terminal mode {unknown[0]!r}; known: {', '.join(BY_NAME)}")
+    relative = all(w[0] in "+-" for w in words)
+    plus = {w.lstrip("+") for w in words if not w.startswith("-")}
+    minus = {w[1:] for w in words if w.startswith("-")}
+    return ("auto" if relative else "exact"), plus, minus
+
+
+def modes_of(pid: int, spec: str = "auto") -> tuple[list[Mode], str]:
+    """The modes to set for `pid`'s program in its new terminal, and where they came from."""
+    base, plus, minus = parse_spec(spec)
+    if base == "none":
+        return [], "none asked for"
+    found, source = (set(), "asked for") if base == "exact" else _detect(pid)
+    names = (found | plus) - minus
+    return [mode for mode in MODES if mode.name in names], source
+
+
+def apply(modes: list[Mode], tty_path: str) -> None:
+    """Write the modes into the new terminal as program output: its emulator takes them from there."""
+    if not modes:
+        return
+    fd = os.open(tty_path, os.O_WRONLY | os.O_NOCTTY)
+    try:
+        os.write(fd, "".join(mode.sequence for mode in modes).encode())
+    finally:
+        os.close(fd)
+
+
+def _detect(pid: int) -> tuple[set[str], str]:
+    stat = proc.read_stat(pid)
+    tty = proc.pts_path(stat.tty_dev) if stat.tty_dev else None
+    if tty is None:
+        return set(), "no terminal"
+    from_tmux = _from_tmux_pane(tty)
+    if from_tmux is not None:
+        return from_tmux, "read from its tmux pane"
+    return _inferred(pid, tty), "inferred from its terminal settings and TERM"
+
+
+def _from_tmux_pane(tty: str) -> set[str] | None:
+    """Exact flags, if the terminal is a pane of a tmux server whose socket we can find."""
+    index = tty.rsplit("/", 1)[1]
+    for pid in proc.all_pids():
+        try:
+            if not proc.read_stat(pid).comm.startswith("tmux"):
+                continue
+        except OSError:
+            continue
+        socket = _listening_socket(pid)
+        if socket is None:
+            continue
+        flags = [m.tmux_flag for m in MODES if m.tmux_flag]
+        fmt = "\t".join(["#{pane_tty}"] + ["#{" + f + "}" for f in flags])
+        out = subprocess.run(["tmux", "-S", socket, "list-panes", "-a", "-F", fmt],
+                             capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            fields = line.split("\t")
+            if fields[0] == f"/dev/pts/{index}":
+                values = dict(zip(flags, fields[1:]))
+                return {m.name for m in MODES if m.tmux_flag and values.get(m.tmux_flag) == m.when_flag_is}
+    return None
+
+
+def _listening_socket(pid: int) -> str | None:
+    """The path of the unix socket `pid` listens on (a tmux server's), from /proc/net/unix."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    except OSError:
+        return None
+    with open("/proc/net/unix") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 8 and parts[6] in inodes and int(parts[3], 16) & 0x10000:  # listening
+                return parts[7]
+    return None
+
+
+def _inferred(pid: int, tty: str) -> set[str]:
+    """A full-screen program (no ICANON, no ECHO) sent its terminfo's smkx and smcup on start."""
+    try:
+        fd = os.open(tty, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            lflag = termios.tcgetattr(fd)[3]
+        finally:
+            os.close(fd)
+    except OSError:
+        return set()
+    if lflag & (termios.ICANON | termios.ECHO):
+        return set()  # a line-mode program: it set nothing special
+    term = _environ(pid).get("TERM", "")
+    smkx, smcup = _terminfo(term, "smkx"), _terminfo(term, "smcup")
+    found = set()
+    if "\x1b[?1h" in smkx:
+        found.add("cursor-keys")
+    if "\x1b=" in smkx:
+        found.add("keypad")
+    if smcup:
+        found.add("alt-screen")
+    return found
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return {}
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
+    return {key: value for key, _, value in pairs}
+
+
+def _terminfo(term: str, capability: str) -> str:
+    if not term:
+        return ""
+    result = subprocess.run(["tput", "-T", term, capability], capture_output=True)
+    return result.stdout.decode(errors="replace") if result.returncode == 0 else ""

@@ -1,0 +1,63 @@
+"""Terminal modes follow the program into the new pane, so its first key press works."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import CLI, ECHO, VICTIMS, Tmux, wait_for
+
+from reptyr_tmux.modes import parse_spec
+
+CURSES = ["env", "TERM=xterm", sys.executable, str(VICTIMS / "curses_screen.py")]
+FLAGS = "#{keypad_cursor_flag} #{keypad_flag} #{alternate_on} #{mouse_any_flag}"
+
+
+def adopt(tmux: Tmux, pid: int, *extra: str) -> str:
+    result = subprocess.run([*CLI, "adopt", "-L", tmux.socket, "-t", "main", *extra, str(pid)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_first_down_arrow_works_after_adoption_from_a_plain_pty(spawn, tmux):
+    victim = spawn.on_pty(CURSES, ready="CURSES-SCREEN")
+    out = adopt(tmux, victim.pid)
+    assert "cursor-keys" in out and "keypad" in out
+    tmux.wait_screen("main:1", "CURSES-SCREEN ready")
+    tmux("send-keys", "-t", "main:1", "Down")
+    tmux.wait_screen("main:1", "KEY_DOWN")
+
+
+def test_modes_are_read_exactly_from_another_tmux_pane(spawn, tmux, tmp_path):
+    other = Tmux(f"{tmux.socket}-source")
+    other("-f", "/dev/null", "new-session", "-d", "-s", "src", "-x", "80", "-y", "24", *CURSES, "--mouse")
+    try:
+        other.wait_screen("src", "CURSES-SCREEN ready")
+        pid = int(other.pane("src", "#{pane_pid}"))
+        source_flags = other.pane("src", FLAGS)
+        assert source_flags == "1 1 1 1"
+        out = adopt(tmux, pid)
+        assert "mouse" in out
+        wait_for(lambda: tmux.pane("main:1", FLAGS) == source_flags, what="the same modes in the new pane")
+        tmux("send-keys", "-t", "main:1", "Down")
+        tmux.wait_screen("main:1", "KEY_DOWN")
+    finally:
+        subprocess.run([*other.argv, "kill-server"], capture_output=True)
+
+
+def test_line_mode_program_gets_no_modes(spawn, tmux):
+    victim = spawn.on_pty(ECHO)
+    out = adopt(tmux, victim.pid)
+    assert "terminal modes" not in out
+    assert tmux.pane("main:1", FLAGS) == "0 0 0 0"
+
+
+def test_user_can_force_and_forbid_modes(spawn, tmux):
+    victim = spawn.on_pty(CURSES, ready="CURSES-SCREEN")
+    adopt(tmux, victim.pid, "--modes=-keypad,-cursor-keys,+mouse-standard")
+    assert tmux.pane("main:1", FLAGS) == "0 0 1 1"
+    assert parse_spec("none") == ("none", set(), set())
+    with pytest.raises(ValueError, match="unknown terminal mode"):
+        parse_spec("+telepathy")
