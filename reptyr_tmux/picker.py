@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from reptyr_tmux import proc
 from reptyr_tmux.errors import Refusal, ReptyrError
+from reptyr_tmux.launch import python_argv
 from reptyr_tmux.survey import survey
 from reptyr_tmux.text import from_bytes, printable, tmux_literal
 from reptyr_tmux.tmux import Server
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _adopt_argv(args: argparse.Namespace, options: dict[str, str]) -> list[str]:
-    argv = [sys.executable, "-m", "reptyr_tmux", "adopt", f"--{options['@reptyr-placement']}"]
+    argv = [*python_argv("reptyr_tmux"), "adopt", f"--{options['@reptyr-placement']}"]
     if options["@reptyr-redraw"] == "off":
         argv.append("--no-redraw")
     if options["@reptyr-remain-on-exit"] == "on":

@@ -10,6 +10,7 @@ import shlex
 import sys
 
 from reptyr_tmux.errors import ReptyrError
+from reptyr_tmux.launch import python_argv
 from reptyr_tmux.tmux import Server
 
 DEFAULT_KEY = "A"  # prefix + A: unbound in tmux's defaults; "A" for adopt
@@ -23,7 +24,7 @@ def init(argv: list[str]) -> int:
         key = server.option("@reptyr-key") or DEFAULT_KEY
         if not KEY_PATTERN.match(key):
             raise ReptyrError(f"@reptyr-key '{key}' is not a key tmux can bind; try a letter such as A")
-        pick = [sys.executable, "-m", "reptyr_tmux", "pick"] + (["-L", socket] if socket else [])
+        pick = [*python_argv("reptyr_tmux"), "pick"] + (["-L", socket] if socket else [])
         server.cmd("bind-key", key, "run-shell", "-b", shlex.join(pick).replace("#", "##"))
     except ReptyrError as e:
         print(f"reptyr-tmux: {e}", file=sys.stderr)

@@ -166,10 +166,10 @@ def test_stdio_adoption_of_a_process_without_terminal(spawn, tmux):
 
 def test_plugin_binds_default_and_custom_keys(tmux):
     subprocess.run([str(ROOT / "reptyr.tmux"), "-L", tmux.socket], check=True)
-    assert "reptyr_tmux pick" in tmux("list-keys", "-T", "prefix", "A")
+    assert "pick" in tmux("list-keys", "-T", "prefix", "A")
     tmux("set-option", "-g", "@reptyr-key", "F")
     subprocess.run([str(ROOT / "reptyr.tmux"), "-L", tmux.socket], check=True)
-    assert "reptyr_tmux pick" in tmux("list-keys", "-T", "prefix", "F")
+    assert "pick" in tmux("list-keys", "-T", "prefix", "F")
 
 
 def pick_list(tmux: Tmux, *extra: str) -> list[str]:
