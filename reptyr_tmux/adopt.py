@@ -93,7 +93,10 @@ def adopt(pid: int, server: Multiplexer, placement: str = "window", target: str 
     server.refuse_own(pid)
     chosen, why = choose_mode(pid, mode, force_stdio)
     name = printable(stat.comm, 40)
-    carried, _source = terminal_modes(pid, modes_spec)  # read before the old terminal is left
+    old_tty = proc.pts_path(stat.tty_dev) if stat.tty_dev else None
+    # Read the modes before moving: the old emulator forgets them once the terminal is left (tmux
+    # closes a pane whose pty nobody holds any more).
+    carried, _ = terminal_modes(pid, modes_spec, old_tty)
     move = _steal_into_pane if chosen == "steal" else _attach_into_pane
     pane = move(pid, server, placement, target, name, force_stdio)
     server.dress(pane, placement, name, remain_on_exit)

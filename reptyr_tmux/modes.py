@@ -59,12 +59,13 @@ def parse_spec(spec: str) -> tuple[str, set[str], set[str]]:
     return ("auto" if relative else "exact"), plus, minus
 
 
-def modes_of(pid: int, spec: str = "auto") -> tuple[list[Mode], str]:
-    """The modes to set for `pid`'s program in its new terminal, and where they came from."""
+def modes_of(pid: int, spec: str = "auto", tty: str | None = None) -> tuple[list[Mode], str]:
+    """The modes to set for `pid`'s program in its new terminal, and where they came from.
+    `tty`: its old terminal (/dev/pts/N), when it has already left it."""
     base, plus, minus = parse_spec(spec)
     if base == "none":
         return [], "none asked for"
-    found, source = (set(), "asked for") if base == "exact" else _detect(pid)
+    found, source = (set(), "asked for") if base == "exact" else _detect(pid, tty)
     names = (found | plus) - minus
     return [mode for mode in MODES if mode.name in names], source
 
@@ -80,9 +81,10 @@ def apply(modes: list[Mode], tty_path: str) -> None:
         os.close(fd)
 
 
-def _detect(pid: int) -> tuple[set[str], str]:
-    stat = proc.read_stat(pid)
-    tty = proc.pts_path(stat.tty_dev) if stat.tty_dev else None
+def _detect(pid: int, tty: str | None) -> tuple[set[str], str]:
+    if tty is None:
+        stat = proc.read_stat(pid)
+        tty = proc.pts_path(stat.tty_dev) if stat.tty_dev else None
     if tty is None:
         return set(), "no terminal"
     from_tmux = _from_tmux_pane(tty)
