@@ -13,6 +13,7 @@ from reptyr_tmux import proc
 from reptyr_tmux.errors import Refusal
 
 MAX_PID_FILE = "/proc/sys/kernel/pid_max"
+OUR_OWN = frozenset({"reptyr-holder", "memfd:reptyr-tm", "reptyr-relay"})  # holder, its waiter, relay
 
 
 @dataclass
@@ -105,6 +106,9 @@ def _refuse_unmovable(stat: proc.Stat, status: dict[str, str]) -> None:
     if stat.state in ("Z", "X"):
         raise Refusal(f"process {who} has already exited (a zombie waiting for its parent); "
                       "there is nothing left to move")
+    if stat.comm in OUR_OWN:
+        raise Refusal(f"process {who} is reptyr-tmux's own pane process (it holds a pane for an adopted "
+                      "program); adopt that program instead")
     if status.get("Seccomp", "0") == "2":
         raise Refusal(f"process {who} runs under a seccomp filter, which may kill it for a syscall we "
                       "would make it run; it cannot be moved safely")

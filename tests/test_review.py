@@ -93,3 +93,16 @@ def test_crafted_name_reaches_no_terminal_through_messages(spawn, tmux):
                              capture_output=True, text=True)
     assert adopted.returncode == 0 and "\x1b" not in adopted.stdout + adopted.stderr
     os.kill(victim.pid, signal.SIGTERM)
+
+
+def test_our_own_pane_process_and_the_tmux_server_are_refused(spawn, tmux):
+    victim = spawn.on_pty(ECHO)
+    assert subprocess.run([*CLI, "adopt", "-L", tmux.socket, "-t", "main", str(victim.pid)],
+                          capture_output=True).returncode == 0
+    holder = int(tmux.pane("main:1", "#{pane_pid}"))
+    wait_for(lambda: proc.read_stat(holder).comm.startswith(("reptyr", "memfd")), what="the holder")
+    for pid, words in ((holder, "own pane process"), (int(tmux("display", "-p", "#{pid}")), "tmux server")):
+        result = subprocess.run([*CLI, "adopt", "-L", tmux.socket, "-s", str(pid)], capture_output=True,
+                                text=True)
+        assert result.returncode == 2 and words in result.stderr, result.stderr
+    assert tmux.windows() == ["0", "1"]
