@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from reptyr_tmux import proc
 from reptyr_tmux.attach import attach
 from reptyr_tmux.errors import Refusal, ReptyrError
-from reptyr_tmux.holder import READY_COMMS
+from reptyr_tmux.holder import READY_COMMS, holder_argv
 from reptyr_tmux.modes import apply as apply_modes
 from reptyr_tmux.modes import modes_of as terminal_modes
 from reptyr_tmux.mux import Multiplexer, Pane
@@ -110,10 +110,15 @@ def adopt(pid: int, server: Multiplexer, placement: str = "window", target: str 
 def _attach_into_pane(pid: int, server: Multiplexer, placement: str, target: str | None, name: str,
                       force_stdio: bool) -> Pane:
     plan = survey(pid, force_stdio)  # refuse before any pane exists
-    command = [sys.executable, "-m", "reptyr_tmux.holder", str(pid), str(plan.stat.starttime)]
+    # The 329-byte holder is ready in about a millisecond; the Python one (~50 ms) can also tell
+    # its pid and tty through a report file, which popups and screen windows need.
+    fast = None if server.needs_report(placement) else holder_argv(pid)
+    command = fast or [sys.executable, "-m", "reptyr_tmux.holder", str(pid), str(plan.stat.starttime)]
     pane = server.open_pane(placement, command, name, target)
     try:
         _wait_ready(pane, READY_COMMS)
+        if proc.read_stat(pid).starttime != plan.stat.starttime:  # the fast holder does not check
+            raise Refusal(f"process {pid} exited and its pid was reused meanwhile; nothing was moved")
         attach(pid, pane.pane_tty, force_stdio=force_stdio)
     except BaseException:
         _close(pane)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from reptyr_tmux import proc
 from reptyr_tmux.errors import ReptyrError
 from reptyr_tmux.remote import RemoteProcess, hold_other_threads, release_threads
-from reptyr_tmux.survey import Plan, check_tty_free, survey
+from reptyr_tmux.survey import Plan, check_tty_free, refuse_shared_group, survey
 from reptyr_tmux.transaction import Transaction
 
 AT_FDCWD = -100
@@ -70,6 +70,9 @@ def _move(tx: Transaction, plan: Plan, tty_path: str) -> None:
         tx.step("stop-job", lambda: _stop_job(pid), lambda _: _send(pid, signal.SIGCONT))
     target = tx.step("infect", lambda: RemoteProcess.infect(pid), lambda t: t.cure(), always=True)
     tx.step("hold-threads", lambda: hold_other_threads(pid), release_threads, always=True)
+    # Now that it cannot fork any more, look again: a child born since the survey would share the
+    # SIGHUP that giving up the old terminal sends to its group.
+    tx.step("recheck-group", lambda: refuse_shared_group(proc.read_stat(pid), proc.all_stats()))
     page = tx.step("map-scratch", lambda: _map_scratch(target), lambda a: _unmap(target, a), always=True)
     tx.step("ignore-sighup", lambda: _ignore_sighup(target, page), lambda _: _restore_sighup(target, page),
             always=True)

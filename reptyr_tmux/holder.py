@@ -24,6 +24,14 @@ Fallback: on other architectures, when memfd_create/execve fail (e.g. a
 vm.memfd_noexec=2 policy or a noexec mount), or when REPTYR_TMUX_HOLDER_PYTHON=1 is set,
 the holder stays in Python and blocks in select.poll on the pidfd. That costs no CPU
 either, but keeps the interpreter's ~10 MB resident for the target's lifetime.
+
+Faster still, no Python in the pane at all: ``holder_argv(PID)`` returns ``[PATH, PID]``, a
+pane command that runs a second hand-assembled ELF (written once to a private cache file,
+$XDG_RUNTIME_DIR/reptyr-tmux or ~/.cache/reptyr-tmux, named by its sha256) doing steps 2-4
+itself plus pidfd_open(PID) and the "reptyr-holder" rename, in ~a dozen syscalls. It does
+not check the start time (the caller re-checks it once the holder is ready) and has no
+REPORT, so popups and screen windows keep the Python holder; so does every caller when
+holder_argv returns None (not x86_64, REPTYR_TMUX_HOLDER_PYTHON=1, no exec-able cache dir).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import os
 import platform
 import select
 import signal
+import stat
 import struct
 import sys
 import termios
@@ -49,8 +58,18 @@ LOAD_ADDR = 0x400000
 ELF_HEADER_SIZE = 64
 PROGRAM_HEADER_SIZE = 56
 SYS_POLL = 7
+SYS_RT_SIGACTION = 13
+SYS_IOCTL = 16
+SYS_PRCTL = 157
 SYS_EXIT_GROUP = 231
+SYS_PIDFD_OPEN = 434
 POLLIN = 0x0001
+SIG_IGN = 1
+PR_SET_NAME = 15
+PID_MAX = 0x7FFFFFFF  # pid_t is a positive int; the kernel's pid_max is far lower (at most 2**22)
+EXIT_USAGE = 2  # the ELF holder's exit codes, as the Python holder's: 2 bad arguments,
+EXIT_NO_TARGET = 1  # 1 no such process (and 0 once the target has exited)
+CACHE_DIR_NAME = "reptyr-tmux"
 
 
 class HolderError(Exception):
@@ -120,12 +139,259 @@ def _program_header(file_size: int) -> bytes:
     )
 
 
-def waiter_elf() -> bytes:
-    """The waiter as a complete static ELF64 x86_64 executable image."""
-    code = _waiter_code()
+def _elf_with(code: bytes) -> bytes:
+    """`code` (position independent) as a complete static ELF64 x86_64 executable image."""
     code_offset = ELF_HEADER_SIZE + PROGRAM_HEADER_SIZE
     file_size = code_offset + len(code)
     return _elf_header(LOAD_ADDR + code_offset) + _program_header(file_size) + code
+
+
+def waiter_elf() -> bytes:
+    """The waiter (exec'd by the Python holder, pidfd on fd 3) as a static ELF64 x86_64 executable."""
+    return _elf_with(_waiter_code())
+
+
+# --- the pane holder: the whole setup in machine code -------------------------------------------
+#
+# tmux runs this ELF directly as the pane's first process (see holder_argv), so the pane is ready
+# about as soon as tmux has forked: no interpreter starts in it. It does what main() does, minus
+# the start-time check (adopt checks the target's start time again once the holder is ready) and
+# minus REPORT (popups and screen windows keep using the Python holder).
+
+
+def _label(name: str) -> tuple[str, str]:
+    return ("label", name)
+
+
+def _jump(opcode: bytes, label: str) -> tuple[str, bytes, str, int]:
+    """An instruction ending in an 8-bit displacement to `label` (from the instruction's end)."""
+    return ("rel", opcode, label, 1)
+
+
+def _rip_relative(opcode: bytes, label: str) -> tuple[str, bytes, str, int]:
+    """An instruction ending in a 32-bit rip-relative displacement to `label`."""
+    return ("rel", opcode, label, 4)
+
+
+def _assemble(items: list) -> bytes:
+    """Lay out raw instruction bytes, labels and label-relative instructions (two passes)."""
+    labels: dict[str, int] = {}
+    offset = 0
+    for item in items:
+        if isinstance(item, bytes):
+            offset += len(item)
+        elif item[0] == "label":
+            labels[item[1]] = offset
+        else:
+            offset += len(item[1]) + item[3]
+    out = bytearray()
+    for item in items:
+        if isinstance(item, bytes):
+            out += item
+        elif item[0] == "rel":
+            _, opcode, label, width = item
+            displacement = labels[label] - (len(out) + len(opcode) + width)
+            out += opcode + struct.pack("<b" if width == 1 else "<i", displacement)
+    return bytes(out)
+
+
+def _holder_code() -> bytes:
+    """x86_64 code for ``holder PID``: parse PID, ignore SIGHUP, TIOCNOTTY, pidfd_open(PID),
+    rename to "reptyr-holder" (the ready sign), then poll the pidfd until the target exits."""
+    return _assemble([
+        # 1. PID from argv[1]. At entry rsp points at argc, then the argv pointers.
+        b"\x48\x8b\x0c\x24",                      # mov    rcx, [rsp]      ; argc
+        b"\x48\x83\xf9\x02",                      # cmp    rcx, 2          ; exactly one argument
+        _jump(b"\x75", "usage"),                   # jne    usage
+        b"\x48\x8b\x74\x24\x10",                  # mov    rsi, [rsp+16]   ; argv[1]
+        b"\x31\xdb",                              # xor    ebx, ebx        ; the pid, kept in rbx
+        b"\x31\xc0",                              # xor    eax, eax        ; bits 8-63 stay 0
+        _label("digit"),
+        b"\xac",                                  # lodsb                  ; al = *rsi++
+        b"\x84\xc0",                              # test   al, al
+        _jump(b"\x74", "parsed"),                  # je     parsed          ; the terminating NUL
+        b"\x2c\x30",                              # sub    al, '0'
+        b"\x3c\x09",                              # cmp    al, 9
+        _jump(b"\x77", "usage"),                   # ja     usage           ; not a decimal digit
+        b"\x48\x6b\xdb\x0a",                      # imul   rbx, rbx, 10    ; rbx <= PID_MAX: no overflow
+        b"\x48\x01\xc3",                          # add    rbx, rax
+        b"\x48\x81\xfb" + _le32(PID_MAX),         # cmp    rbx, 0x7fffffff
+        _jump(b"\x76", "digit"),                   # jbe    digit
+        _jump(b"\xeb", "usage"),                   # jmp    usage           ; too large
+        _label("parsed"),
+        b"\x85\xdb",                              # test   ebx, ebx        ; empty, or 0?
+        _jump(b"\x75", "setup"),                   # jne    setup
+        # the failure exits sit here, within reach of every short jump to them
+        _label("usage"),
+        b"\x6a" + bytes([EXIT_USAGE]),            # push   2
+        b"\x5f",                                  # pop    rdi             ; status 2: bad argument
+        _jump(b"\xeb", "exit"),                    # jmp    exit
+        _label("fail"),
+        b"\x6a" + bytes([EXIT_NO_TARGET]),        # push   1
+        b"\x5f",                                  # pop    rdi             ; status 1: no such process
+        _label("exit"),
+        b"\xb8" + _le32(SYS_EXIT_GROUP),          # mov    eax, 231        ; SYS_exit_group
+        b"\x0f\x05",                              # syscall
+        _label("setup"),
+        # 2. rt_sigaction(SIGHUP, &{handler=SIG_IGN, flags=0, restorer=0, mask=0}, NULL, 8)
+        b"\x6a\x00",                              # push   0               ; sa_mask
+        b"\x6a\x00",                              # push   0               ; sa_restorer
+        b"\x6a\x00",                              # push   0               ; sa_flags
+        b"\x6a" + bytes([SIG_IGN]),               # push   1               ; sa_handler = SIG_IGN
+        b"\x48\x89\xe6",                          # mov    rsi, rsp        ; arg2: act
+        b"\xbf" + _le32(signal.SIGHUP),           # mov    edi, 1          ; arg1: SIGHUP
+        b"\x31\xd2",                              # xor    edx, edx        ; arg3: oldact = NULL
+        b"\x41\xba" + _le32(8),                   # mov    r10d, 8         ; arg4: sizeof(sigset_t)
+        b"\xb8" + _le32(SYS_RT_SIGACTION),        # mov    eax, 13         ; SYS_rt_sigaction
+        b"\x0f\x05",                              # syscall
+        b"\x85\xc0",                              # test   eax, eax
+        _jump(b"\x75", "fail"),                    # jne    fail            ; (never) else SIGHUP kills us
+        # 3. ioctl(0, TIOCNOTTY, 0): SIGHUP (ignored) and SIGCONT go to our own process group
+        b"\x31\xff",                              # xor    edi, edi        ; arg1: fd 0, the pane's pty
+        b"\xbe" + _le32(termios.TIOCNOTTY),       # mov    esi, 0x5422     ; arg2: TIOCNOTTY
+        b"\x31\xd2",                              # xor    edx, edx
+        b"\xb8" + _le32(SYS_IOCTL),               # mov    eax, 16         ; SYS_ioctl, result ignored
+        b"\x0f\x05",                              # syscall
+        # 4. pidfd_open(pid, 0)
+        b"\x89\xdf",                              # mov    edi, ebx        ; arg1: pid
+        b"\x31\xf6",                              # xor    esi, esi        ; arg2: flags = 0
+        b"\xb8" + _le32(SYS_PIDFD_OPEN),          # mov    eax, 434        ; SYS_pidfd_open
+        b"\x0f\x05",                              # syscall
+        b"\x85\xc0",                              # test   eax, eax
+        _jump(b"\x78", "fail"),                    # js     fail            ; -ESRCH: no such process
+        b"\x50",                                  # push   rax             ; struct pollfd {fd=pidfd,
+        b"\x66\xc7\x44\x24\x04" + struct.pack("<H", POLLIN),  # mov word [rsp+4], 1 ; events=POLLIN}
+        # 5. prctl(PR_SET_NAME, "reptyr-holder"): adopt waits for this name
+        b"\xbf" + _le32(PR_SET_NAME),             # mov    edi, 15         ; arg1: PR_SET_NAME
+        _rip_relative(b"\x48\x8d\x35", "name"),   # lea    rsi, [rip+name] ; arg2: the new comm
+        b"\xb8" + _le32(SYS_PRCTL),               # mov    eax, 157        ; SYS_prctl
+        b"\x0f\x05",                              # syscall
+        # 6. poll until the target exits
+        b"\x48\x89\xe7",                          # mov    rdi, rsp        ; arg1: fds = &pollfd
+        _label("poll"),
+        b"\xb8" + _le32(SYS_POLL),                # mov    eax, 7          ; SYS_poll
+        b"\xbe" + _le32(1),                       # mov    esi, 1          ; arg2: nfds = 1
+        b"\xba" + _le32(-1),                      # mov    edx, -1         ; arg3: timeout = -1 (forever)
+        b"\x0f\x05",                              # syscall                ; rdi survives (rcx, r11 don't)
+        b"\x48\x83\xf8" + struct.pack("<b", -errno.EINTR),  # cmp rax, -EINTR
+        _jump(b"\x74", "poll"),                    # je     poll            ; interrupted: poll again
+        b"\xb8" + _le32(SYS_EXIT_GROUP),          # mov    eax, 231        ; SYS_exit_group
+        b"\x31\xff",                              # xor    edi, edi        ; status 0: the target exited
+        b"\x0f\x05",                              # syscall
+        _label("name"),
+        READY_NAME + b"\x00",                     # "reptyr-holder\0" (read-only, in the code segment)
+    ])
+
+
+def holder_elf() -> bytes:
+    """The pane holder as a static ELF64 x86_64 executable: ``holder PID``."""
+    return _elf_with(_holder_code())
+
+
+def _cache_dirs() -> list[str]:
+    """Where the holder ELF may be kept, best first: tmux must be able to exec it by path."""
+    bases = [os.environ.get("XDG_RUNTIME_DIR", ""),
+             os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")]
+    return [os.path.join(base, CACHE_DIR_NAME) for base in bases if os.path.isabs(base)]
+
+
+def _private_dir(directory: str) -> bool:
+    """Create `directory` (0700) if needed; true if it is ours and no one else may write in it."""
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        st = os.lstat(directory)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def _holds(path: str, image: bytes) -> bool:
+    """True if `path` is our own regular, executable file with exactly `image` in it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022
+                or not st.st_mode & stat.S_IXUSR or st.st_size != len(image)):
+            return False
+        return os.read(fd, len(image) + 1) == image
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _write_atomically(path: str, image: bytes) -> None:
+    """Replace `path` with an executable (0700) file holding `image`; no one ever sees it half written."""
+    import tempfile  # here, not at the top: the Python holder's start-up must stay lean
+
+    directory, name = os.path.split(path)
+    fd, partial = tempfile.mkstemp(prefix=f".{name}.", dir=directory)  # O_EXCL, mode 0600, cloexec
+    try:
+        try:
+            view = memoryview(image)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)  # before anyone execs it: an open writer makes execve fail with ETXTBSY
+        os.rename(partial, path)
+    except OSError:
+        try:
+            os.unlink(partial)
+        except OSError:
+            pass
+        raise
+
+
+def _runs(path: str) -> bool:
+    """A fresh file's self-test: without arguments it must exit 2 (proves the mount lets us exec)."""
+    import subprocess
+
+    try:
+        return subprocess.run([path], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=5).returncode == EXIT_USAGE
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def holder_elf_path() -> str | None:
+    """The holder ELF as a file tmux can exec, written once per content (named by its sha256);
+    None on other architectures, when REPTYR_TMUX_HOLDER_PYTHON=1, or if no usable place exists."""
+    if platform.machine() != "x86_64" or os.environ.get(FORCE_PYTHON_ENV) == "1":
+        return None
+    import hashlib
+
+    image = holder_elf()
+    name = f"holder-{hashlib.sha256(image).hexdigest()[:16]}"
+    for directory in _cache_dirs():
+        if not _private_dir(directory):
+            continue
+        path = os.path.join(directory, name)
+        if _holds(path, image) and os.access(path, os.X_OK):  # X_OK fails on a noexec mount
+            return path
+        try:
+            _write_atomically(path, image)
+        except OSError:
+            continue
+        if _holds(path, image) and _runs(path):
+            return path
+        try:
+            os.unlink(path)  # written but cannot run here (a noexec mount, a security policy)
+        except OSError:
+            pass
+    return None
+
+
+def holder_argv(pid: int) -> list[str] | None:
+    """The pane command that holds the pane for PID with no Python in the pane (x86_64): tmux
+    execs the cached ELF directly. None means: use the Python holder (``python -m
+    reptyr_tmux.holder PID STARTTIME``) instead. The ELF does not check the start time, so the
+    caller must re-check the target's start time once the holder is ready (comm in READY_COMMS)."""
+    path = holder_elf_path()
+    return None if path is None else [path, str(pid)]
 
 
 # --- setup -----------------------------------------------------------------------------------

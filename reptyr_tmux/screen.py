@@ -45,6 +45,9 @@ class ScreenSession:
         pid, tty = launch_and_read_report(launch, "screen")
         return Pane(f"screen window {title}", pid, tty, "")
 
+    def needs_report(self, placement: str) -> bool:
+        return True  # screen cannot be asked for a window's pid and tty
+
     def dress(self, pane: Pane, placement: str, name: str, remain_on_exit: bool) -> None:
         pass  # titled at creation
 

@@ -82,7 +82,7 @@ def survey(pid: int, force_stdio: bool = False, stats: list[proc.Stat] | None = 
         raise Refusal(f"no process {pid} exists; check the id with 'ps'") from None
     _refuse_unmovable(stat, status)
     stats = stats or proc.all_stats()
-    _refuse_shared_group(stat, stats)
+    refuse_shared_group(stat, stats)
     fds, old_ctty_fd = _terminal_fds(pid, stat, force_stdio)
     if not fds:
         raise Refusal(f"process {describe(stat)} has no terminal open (its fds point elsewhere); "
@@ -123,7 +123,7 @@ def _refuse_unmovable(stat: proc.Stat, status: dict[str, str]) -> None:
                       "run this as that user or as root")
 
 
-def _refuse_shared_group(stat: proc.Stat, stats: list[proc.Stat]) -> None:
+def refuse_shared_group(stat: proc.Stat, stats: list[proc.Stat]) -> None:
     others = [s for s in proc.group_members(stat.pgid, stats) if s.pid != stat.pid]
     if not others:
         return

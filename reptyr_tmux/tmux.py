@@ -54,6 +54,9 @@ class Server:
             raise Refusal("--popup needs tmux 3.2 or newer; use --window, --split-h or --split-v")
         return self.new_popup(command, name, target)
 
+    def needs_report(self, placement: str) -> bool:
+        return placement == "popup"  # a popup has no pane_pid/pane_tty to ask for
+
     def dress(self, pane: Pane, placement: str, name: str, remain_on_exit: bool) -> None:
         if placement == "popup":
             return  # titled at creation; a popup has no options of its own

@@ -276,3 +276,159 @@ def test_python_fallback_holds_until_the_target_dies(python_pane: Pane) -> None:
 
     pane.target.kill()
     assert pane.wait_holder(1.0) == 0, "the Python holder did not exit within 1 s of the target"
+
+
+# --- the ELF holder: tmux execs it directly (holder_argv) -------------------------------------
+
+elf_only = pytest.mark.skipif(os.uname().machine != "x86_64", reason="the ELF holder is x86_64 only")
+
+
+@pytest.fixture
+def elf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private runtime dir for the cached ELF (not the user's), and no forced Python holder."""
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    monkeypatch.delenv(holder.FORCE_PYTHON_ENV, raising=False)
+    return runtime / holder.CACHE_DIR_NAME
+
+
+def comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().rstrip("\n")
+    except OSError:
+        return ""
+
+
+def start_elf_pane() -> tuple[Pane, float]:
+    """A target, and the ELF holder for it as session leader of a fresh pty; and how long (s) the
+    holder took from fork to announcing itself ready, as adopt would see it."""
+    target = subprocess.Popen(["sleep", "30"])
+    argv = holder.holder_argv(target.pid)
+    assert argv is not None and argv[1:] == [str(target.pid)]
+    started = time.monotonic()
+    pid, master, slave_path = spawn_on_new_pty(argv, holder_env(force_python=False))
+    pane = Pane(target, pid, master, slave_path)
+    deadline = started + 10.0
+    while comm(pid) not in holder.READY_COMMS:
+        if not pane.holder_alive() or time.monotonic() > deadline:
+            stop_pane(pane)
+            raise AssertionError(f"the ELF holder never got ready (exit {pane.holder_exit})")
+        time.sleep(0.0002)
+    return pane, time.monotonic() - started
+
+
+@pytest.fixture
+def elf_pane(elf_cache: Path) -> Iterator[tuple[Pane, float]]:
+    pane, ready_s = start_elf_pane()
+    yield pane, ready_s
+    stop_pane(pane)
+
+
+def test_holder_elf_is_one_static_load_segment() -> None:
+    image = holder.holder_elf()
+    entry, phoff = struct.unpack_from("<QQ", image, 24)
+    assert struct.unpack_from("<HH", image, 16) == (2, 62)  # ET_EXEC, EM_X86_64
+    p_type, p_flags, p_offset, p_vaddr, _, p_filesz, p_memsz = struct.unpack_from("<IIQQQQQ", image, phoff)
+    assert (p_type, p_flags, p_offset) == (1, 5, 0) and p_filesz == p_memsz == len(image)
+    assert p_vaddr < entry < p_vaddr + len(image)
+    assert image.endswith(holder.READY_NAME + b"\0")
+    assert holder.READY_NAME.decode() in holder.READY_COMMS
+    print(f"holder ELF: {len(image)} bytes")
+    assert len(image) < 512
+
+
+@elf_only
+def test_elf_holder_is_ready_fast_and_holds_the_pty_cheaply(elf_pane: tuple[Pane, float]) -> None:
+    pane, ready_s = elf_pane
+    pid = pane.holder_pid
+    print(f"ELF holder ready {ready_s * 1000:.2f} ms after fork")
+    assert ready_s < 0.050
+    assert comm(pid) == "reptyr-holder"
+
+    assert released_tty(pid), f"tty_nr is {stat_field(pid, 7)}: TIOCNOTTY did not happen"
+    assert int(status_field(pid, "SigIgn"), 16) & SIGHUP_BIT
+    for fd in (0, 1, 2):
+        assert os.readlink(f"/proc/{pid}/fd/{fd}") == pane.slave_path
+    fds = {fd: os.readlink(f"/proc/{pid}/fd/{fd}") for fd in map(int, os.listdir(f"/proc/{pid}/fd"))}
+    assert sum("pidfd" in link for link in fds.values()) == 1, fds
+    rss_kb = int(status_field(pid, "VmRSS").split()[0])
+    print(f"ELF holder VmRSS: {rss_kb} kB")
+    assert rss_kb < 200
+    assert pane.pty_output() == b"", "the holder must print nothing"
+
+    os.kill(pid, signal.SIGHUP)
+    time.sleep(0.1)
+    assert pane.holder_alive(), "SIGHUP ended the holder"
+    os.kill(pid, signal.SIGSTOP)  # a stop/continue interrupts poll() with EINTR; it must poll again
+    wait_until(lambda: stat_fields(pid)[2] == "T", 5.0, "the holder to stop")
+    os.kill(pid, signal.SIGCONT)
+    time.sleep(0.1)
+    assert pane.holder_alive(), "a stop/continue ended the holder"
+
+    before = cpu_ticks(pid)
+    time.sleep(0.5)
+    assert cpu_ticks(pid) == before, "the holder is using CPU"
+
+    assert pane.holder_alive()
+    pane.target.kill()
+    assert pane.wait_holder(1.0) == 0, "the holder did not exit within 1 s of the target"
+
+
+@elf_only
+@pytest.mark.parametrize("args", [[], [""], ["0"], ["-1"], ["+5"], ["12x"], [" 12"], ["99999999999"],
+                                  ["1", "2"]])
+def test_elf_holder_refuses_bad_arguments(elf_cache: Path, args: list[str]) -> None:
+    argv = holder.holder_argv(1)
+    assert argv is not None
+    result = subprocess.run([argv[0], *args], stdin=subprocess.DEVNULL, capture_output=True, timeout=5)
+    assert (result.returncode, result.stdout, result.stderr) == (2, b"", b"")
+
+
+@elf_only
+def test_elf_holder_refuses_a_vanished_target(elf_cache: Path) -> None:
+    target = subprocess.Popen(["true"])
+    target.wait()
+    argv = holder.holder_argv(target.pid)
+    assert argv is not None
+    result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=5)
+    assert (result.returncode, result.stdout, result.stderr) == (1, b"", b"")
+
+
+@elf_only
+def test_holder_argv_reuses_the_cached_file_and_replaces_a_corrupt_one(elf_cache: Path) -> None:
+    first = holder.holder_argv(4242)
+    assert first is not None
+    path = Path(first[0])
+    assert path.parent == elf_cache and path.name.startswith("holder-")
+    assert path.read_bytes() == holder.holder_elf()
+    assert path.stat().st_mode & 0o777 == 0o700 and elf_cache.stat().st_mode & 0o777 == 0o700
+    inode = path.stat().st_ino
+
+    assert holder.holder_argv(4243) == [str(path), "4243"]
+    assert path.stat().st_ino == inode, "the cached file was rewritten"
+
+    with open(path, "r+b") as f:  # same size, wrong content
+        f.seek(100)
+        f.write(b"\xcc")
+    assert holder.holder_argv(4244) == [str(path), "4244"]
+    assert path.read_bytes() == holder.holder_elf()
+    assert path.stat().st_ino != inode, "not replaced by rename"
+
+    path.write_bytes(b"#!/bin/sh\n")  # truncated / other content
+    assert holder.holder_argv(1) == [str(path), "1"]
+    assert path.read_bytes() == holder.holder_elf()
+    assert sorted(p.name for p in elf_cache.iterdir()) == [path.name], "a temporary file was left behind"
+
+
+def test_holder_argv_falls_back_to_python(elf_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(holder.FORCE_PYTHON_ENV, "1")
+    assert holder.holder_argv(1) is None
+    monkeypatch.delenv(holder.FORCE_PYTHON_ENV)
+    monkeypatch.setattr(holder.platform, "machine", lambda: "aarch64")
+    assert holder.holder_argv(1) is None
+    monkeypatch.undo()
+    blocker = elf_cache.parent / "file"
+    blocker.write_text("")
+    monkeypatch.setattr(holder, "_cache_dirs", lambda: [str(blocker / "reptyr-tmux")])  # cannot be created
+    assert holder.holder_argv(1) is None

@@ -16,6 +16,7 @@ from pathlib import Path
 from conftest import CLI, ECHO, VICTIMS, Terminal, Tmux, wait_for
 
 from reptyr_tmux import proc
+from reptyr_tmux.holder import READY_COMMS
 from reptyr_tmux.picker import MENU_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,8 +65,8 @@ def test_no_relay_process_and_a_tiny_holder(spawn, tmux):
     tty = tmux.pane(pane, "#{pane_tty}")
     assert masters_of(tty) == {int(tmux("display-message", "-p", "#{pid}"))}  # only tmux reads it
     holder = int(tmux.pane(pane, "#{pane_pid}"))
-    rss_kb = wait_for(lambda: "memfd:" in os.readlink(f"/proc/{holder}/exe")
-                      and int(proc.read_status(holder)["VmRSS"].split()[0]))
+    wait_for(lambda: proc.read_stat(holder).comm in READY_COMMS, what="the holder")
+    rss_kb = int(proc.read_status(holder)["VmRSS"].split()[0])
     print(f"holder RSS after adoption: {rss_kb} kB")
     assert rss_kb < 1700
 

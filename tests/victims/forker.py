@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 
 def say(text: str) -> None:
@@ -28,3 +29,4 @@ while True:
             os.waitpid(child, 0)
     except Exception as e:  # what a harmed target would show
         say(f"FORK FAILED {e!r}")
+    time.sleep(0.001)  # moments without a child, when a move is allowed
