@@ -30,8 +30,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import ECHO, Spawner  # noqa: E402  (the tests' real-pty victims)
 
 from reptyr_tmux import proc  # noqa: E402
+from reptyr_tmux.launch import python_argv  # noqa: E402
 
-OURS = [sys.executable, "-m", "reptyr_tmux"]
+OURS = python_argv("reptyr_tmux")  # how the key binding and the menu start us
 SOCKET = "reptyr-bench"
 
 
@@ -81,7 +82,7 @@ def time_in_tmux(argv: list[str], kind: str, new_window: bool) -> float:
         if new_window:  # reptyr: a new window that runs it
             tmux("new-window", "-t", "bench", *argv, str(target.pid))
         else:
-            subprocess.Popen([*argv, "-L", SOCKET, "-t", "bench", str(target.pid)],
+            subprocess.Popen([*argv, "-L", SOCKET, "-t", "bench", "--mode", "attach", str(target.pid)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         moved = wait_moved(target.pid, old)
         os.kill(target.pid, signal.SIGKILL)

@@ -87,10 +87,24 @@ def _detect(pid: int, tty: str | None) -> tuple[set[str], str]:
         tty = proc.pts_path(stat.tty_dev) if stat.tty_dev else None
     if tty is None:
         return set(), "no terminal"
+    if _line_mode(tty):  # a program reading lines sets no screen modes: nothing to look for
+        return set(), "line mode"
     from_tmux = _from_tmux_pane(tty)
     if from_tmux is not None:
         return from_tmux, "read from its tmux pane"
     return _inferred(pid, tty), "inferred from its terminal settings and TERM"
+
+
+def _line_mode(tty: str) -> bool:
+    """Canonical input or echo on: what a shell command or a plain program leaves the terminal in."""
+    try:
+        fd = os.open(tty, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            return bool(termios.tcgetattr(fd)[3] & (termios.ICANON | termios.ECHO))
+        finally:
+            os.close(fd)
+    except OSError:
+        return True
 
 
 def _from_tmux_pane(tty: str) -> set[str] | None:
@@ -138,16 +152,6 @@ def _listening_socket(pid: int) -> str | None:
 
 def _inferred(pid: int, tty: str) -> set[str]:
     """A full-screen program (no ICANON, no ECHO) sent its terminfo's smkx and smcup on start."""
-    try:
-        fd = os.open(tty, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
-        try:
-            lflag = termios.tcgetattr(fd)[3]
-        finally:
-            os.close(fd)
-    except OSError:
-        return set()
-    if lflag & (termios.ICANON | termios.ECHO):
-        return set()  # a line-mode program: it set nothing special
     term = _environ(pid).get("TERM", "")
     smkx, smcup = _terminfo(term, "smkx"), _terminfo(term, "smcup")
     found = set()

@@ -22,15 +22,30 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import sys
 import time
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-
-from ptrace.binding import func as pt
 
 from reptyr_tmux import proc
 from reptyr_tmux.arch import Arch, arch_of_elf
 from reptyr_tmux.errors import Refusal, RemoteError, ReptyrError, TargetGone
+
+
+def _give_python_ptrace_our_libc() -> None:
+    """python-ptrace locates libc with ctypes.util.find_library, which runs ldconfig: ~9 ms of every
+    adoption. The C library is already loaded in us; hand it over before it looks."""
+    if "ptrace.ctypes_libc" in sys.modules:
+        return
+    module = types.ModuleType("ptrace.ctypes_libc")
+    module.LIBC_FILENAME = "libc.so.6"
+    module.libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    sys.modules["ptrace.ctypes_libc"] = module
+
+
+_give_python_ptrace_our_libc()
+from ptrace.binding import func as pt  # noqa: E402
 
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207

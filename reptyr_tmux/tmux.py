@@ -104,6 +104,9 @@ class Server:
         return set(self.cmd("list-panes", "-a", "-F", "#{pane_tty}").split())
 
     def server_pid(self) -> int:
+        inside = os.environ.get("TMUX", "").split(",")  # "socket,pid,session" in run-shell and panes
+        if len(self.argv) == 1 and len(inside) == 3 and inside[1].isdigit():
+            return int(inside[1])  # our own server: no need to ask it
         return int(self.cmd("display-message", "-p", "#{pid}").strip())
 
     def message(self, text: str, target: str | None = None) -> None:
