@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from reptyr_tmux import proc
 from reptyr_tmux.errors import Refusal, ReptyrError
 from reptyr_tmux.launch import python_argv
-from reptyr_tmux.survey import survey
+from reptyr_tmux.survey import choose_mode, survey
 from reptyr_tmux.text import from_bytes, printable, tmux_literal
 from reptyr_tmux.tmux import Server
 
@@ -169,8 +169,6 @@ def _command(stat: proc.Stat) -> str:
 
 
 def _why_not(pid: int, stdio: bool, stats: list[proc.Stat]) -> str | None:
-    from reptyr_tmux.adopt import choose_mode
-
     try:
         if choose_mode(pid, "auto", stdio, stats)[0] == "steal":
             return None  # its whole session moves; whether its terminal can be taken is seen then

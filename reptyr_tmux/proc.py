@@ -37,8 +37,11 @@ class Stat:
 
 
 def read_stat(pid: int) -> Stat:
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        raw = f.read().decode("utf-8", "replace")
+    fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)  # plain fds: the picker reads thousands of these
+    try:
+        raw = os.read(fd, 4096).decode("utf-8", "replace")
+    finally:
+        os.close(fd)
     # comm may hold spaces and parentheses: it ends at the *last* ')'.
     comm = raw[raw.index("(") + 1 : raw.rindex(")")]
     rest = raw[raw.rindex(")") + 2 :].split()

@@ -193,3 +193,27 @@ def _is_terminal(path: str) -> bool:
         return os.isatty(fd)
     finally:
         os.close(fd)
+
+
+def choose_mode(pid: int, requested: str, force_stdio: bool, stats: list[proc.Stat] | None = None
+                ) -> tuple[str, str]:
+    """attach (zero-copy, the process alone) or steal (its whole terminal session), and why."""
+    if requested in ("attach", "steal"):
+        return requested, "asked for"
+    try:
+        stat = proc.read_stat(pid)
+    except OSError:
+        raise Refusal(f"no process {pid} exists; check the id with 'ps'") from None
+    stats = stats or proc.all_stats()
+    if stat.tty_dev is None or force_stdio:
+        return "attach", "it has no terminal of its own, so it moves by itself"
+    company = [s for s in stats if s.pid != pid and (s.pgid == stat.pgid or s.ppid == pid
+                                                     or (stat.sid == pid and s.sid == pid))]
+    if company:
+        return "steal", (f"it has company ({', '.join(describe(s) for s in company[:3])}"
+                         f"{' ...' if len(company) > 3 else ''}), so its whole session moves")
+    shell = next((s for s in stats if s.pid == stat.ppid and s.sid == stat.sid and s.pgid != stat.pgid), None)
+    if shell:
+        return "steal", (f"its shell {describe(shell)} would hang it up when the old terminal closes, "
+                         "so the shell moves with it")
+    return "attach", "it is alone on its terminal, so it moves by itself, with no relay"

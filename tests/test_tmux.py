@@ -13,7 +13,7 @@ import termios
 import time
 from pathlib import Path
 
-from conftest import CLI, ECHO, VICTIMS, Terminal, Tmux, wait_for
+from conftest import CLI, ECHO, VICTIMS, Terminal, Tmux, gone, wait_for
 
 from reptyr_tmux import proc
 from reptyr_tmux.holder import READY_COMMS
@@ -108,7 +108,7 @@ def test_target_exit_closes_the_pane_and_the_holder(spawn, tmux):
     holder = int(tmux.pane(pane, "#{pane_pid}"))
     os.kill(victim.pid, signal.SIGTERM)
     wait_for(lambda: tmux.windows() == ["0"], what="the pane to close")
-    wait_for(lambda: not os.path.exists(f"/proc/{holder}"), what="the holder to exit")
+    wait_for(lambda: gone(holder), what="the holder to exit")
 
 
 def test_remain_on_exit_keeps_the_pane(spawn, tmux):
