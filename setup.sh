@@ -15,6 +15,7 @@ apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m compileall -q reptyr_tmux   # bytecode now: some setups never write it, and start-up counts
 case "$job" in
   demo) exec .venv/bin/reptyr-tmux demo ;;
   test) exec .venv/bin/python -m pytest -q -p no:cacheprovider ;;
