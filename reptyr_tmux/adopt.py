@@ -19,7 +19,7 @@ from reptyr_tmux.holder import READY_COMMS, holder_argv
 from reptyr_tmux.modes import apply as apply_modes
 from reptyr_tmux.modes import modes_of as terminal_modes
 from reptyr_tmux.mux import Multiplexer, Pane
-from reptyr_tmux.steal import RELAY_NAME, find_session, silence_holders
+from reptyr_tmux.steal import RELAY_NAME, SessionMoved, find_session, silence_holders
 from reptyr_tmux.survey import choose_mode, describe, survey
 from reptyr_tmux.text import printable
 
@@ -112,6 +112,8 @@ def _steal_into_pane(pid: int, server: Multiplexer, placement: str, target: str 
     try:
         _wait_ready(pane, {RELAY_NAME.decode()})
         silence_holders(session)
+    except SessionMoved:
+        raise  # the relay holds the session now: closing its pane would hang the session up
     except BaseException:
         _close(pane)
         raise

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 from reptyr_tmux import proc
-from reptyr_tmux.errors import Refusal, TargetGone
+from reptyr_tmux.errors import Refusal, ReptyrError
 from reptyr_tmux.remote import RemoteProcess
 from reptyr_tmux.survey import describe
 from reptyr_tmux.transaction import Transaction
@@ -91,21 +91,31 @@ def grab_master(holder: MasterHolder) -> int:
         os.close(pidfd)
 
 
+class SessionMoved(ReptyrError):
+    """Something failed after a holder let go of the terminal: the session stays with the relay
+    (giving it back could no longer work: the holder may have closed its end already)."""
+
+
 def silence_holders(session: Session, verbose: bool = False) -> None:
-    """Make every holder stop reading the master; the session leader rides out their SIGHUP."""
+    """Make every holder stop reading the master; the session leader rides out their SIGHUP.
+
+    Blanking a holder is the one-way step of steal mode: once it runs again it may see EOF and quit.
+    Each blanking is atomic (the holder is stopped while its fds change); after the first one we
+    roll forward, never back."""
     ours = [h for h in session.holders if h.comm == RELAY_NAME.decode()]
     foreign = [h for h in session.holders if h not in ours]
     tx = Transaction(verbose)
-    with tx:
-        tx.step("leader-ignores-sighup", lambda: _ignore_sighup(session.leader),
-                lambda old: _restore_sighup(session.leader, old), always=True)
-        parked = {holder.pid: tx.step(f"silence-holder-{holder.pid}", lambda h=holder: _blank_fds(h),
-                                      lambda saved, h=holder: _put_back(h.pid, saved, restore=True))
-                  for holder in foreign}
-        tx.step("hup-grace", lambda: time.sleep(HUP_GRACE_S) if foreign else None)
-    for pid, saved in parked.items():  # the parked copies served only the undo
-        with contextlib.suppress(TargetGone):  # a holder that quit on EOF has closed them already
-            _put_back(pid, saved, restore=False)
+    try:
+        with tx:
+            tx.step("leader-ignores-sighup", lambda: _ignore_sighup(session.leader),
+                    lambda old: _restore_sighup(session.leader, old), always=True)
+            for n, holder in enumerate(foreign):
+                tx.step(f"silence-holder-{n}", lambda h=holder: _blank_fds(h))
+            tx.step("hup-grace", lambda: time.sleep(HUP_GRACE_S) if foreign else None)
+    except ReptyrError as e:
+        if any(step.startswith("silence-holder") for step in tx.steps_done):
+            raise SessionMoved(f"the session moved, but then: {e}") from e
+        raise
     for relay in ours:  # re-adoption: our previous relay simply retires (its pane closes)
         with contextlib.suppress(ProcessLookupError):
             os.kill(relay.pid, signal.SIGTERM)
@@ -138,9 +148,9 @@ def _restore_sighup(pid: int, old: bytes) -> None:
         target.cure()
 
 
-def _blank_fds(holder: MasterHolder) -> dict[int, tuple[int, int]]:
-    """In the holder: park a copy of each master fd, then put /dev/null in its place.
-    Returns {fd: (parked copy, dup3 flags)}."""
+def _blank_fds(holder: MasterHolder) -> None:
+    """In the holder, all at once while it is stopped: /dev/null over each of its master fds. Fails
+    as a whole: fds already changed are put back before it runs again."""
     target = RemoteProcess.infect(holder.pid)
     saved: dict[int, tuple[int, int]] = {}
     try:
@@ -152,27 +162,13 @@ def _blank_fds(holder: MasterHolder) -> dict[int, tuple[int, int]]:
                     flags = os.O_CLOEXEC if proc.fd_flags(holder.pid, fd) & os.O_CLOEXEC else 0
                     saved[fd] = (target.syscall("fcntl", fd, 1030, 100), flags)  # F_DUPFD_CLOEXEC
                     target.syscall("dup3", null, fd, flags)
+            except BaseException:
+                for fd, (copy, flags) in saved.items():
+                    target.syscall("dup3", copy, fd, flags)
+                raise
             finally:
+                for copy, _flags in saved.values():
+                    target.syscall("close", copy)
                 target.syscall("close", null)
-        return saved
-    except BaseException:
-        _put_back_in(target, saved, restore=True)
-        raise
     finally:
         target.cure()
-
-
-def _put_back(pid: int, saved: dict[int, tuple[int, int]], restore: bool) -> None:
-    """Close the parked copies, first putting each back over its fd if `restore`."""
-    target = RemoteProcess.infect(pid)
-    try:
-        _put_back_in(target, saved, restore)
-    finally:
-        target.cure()
-
-
-def _put_back_in(target: RemoteProcess, saved: dict[int, tuple[int, int]], restore: bool) -> None:
-    for fd, (copy, flags) in saved.items():
-        if restore:
-            target.syscall("dup3", copy, fd, flags)
-        target.syscall("close", copy)

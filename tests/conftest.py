@@ -192,18 +192,29 @@ def spawn():
     spawner.cleanup()
 
 
-@pytest.fixture(scope="session")
-def echo32(tmp_path_factory) -> str:
-    """A 32-bit victim, built with gcc -m32 (CI installs gcc-multilib)."""
-    out = tmp_path_factory.mktemp("bin") / "echo32"
+def build_c(tmp_path_factory, source: str, *flags: str) -> str:
+    """Compile a victim from tests/victims; fail in CI when the compiler is missing, skip elsewhere."""
+    out = tmp_path_factory.mktemp("bin") / source.replace(".c", "")
     cc = shutil.which("gcc") or shutil.which("cc")
-    result = subprocess.run([cc or "gcc", "-m32", "-O1", "-o", str(out), str(VICTIMS / "echo32.c")],
+    result = subprocess.run([cc or "gcc", *flags, "-O1", "-o", str(out), str(VICTIMS / source)],
                             capture_output=True, text=True) if cc else None
     if result is None or result.returncode != 0:
         if os.environ.get("CI"):
-            pytest.fail(f"cannot build the 32-bit victim: {result.stderr if result else 'no gcc'}")
-        pytest.skip("gcc -m32 unavailable (apt-get install gcc-multilib)")
+            pytest.fail(f"cannot build {source}: {result.stderr if result else 'no gcc'}")
+        pytest.skip(f"cannot build {source} (apt-get install gcc gcc-multilib)")
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def echo32(tmp_path_factory) -> str:
+    """A 32-bit victim, built with gcc -m32 (CI installs gcc-multilib)."""
+    return build_c(tmp_path_factory, "echo32.c", "-m32")
+
+
+@pytest.fixture(scope="session")
+def canary(tmp_path_factory) -> str:
+    """A victim that checks, after its read() returns, every register a syscall must preserve."""
+    return build_c(tmp_path_factory, "canary.c")
 
 
 class Tmux:

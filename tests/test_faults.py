@@ -98,3 +98,22 @@ def test_fault_in_32bit_target_is_undone(spawn, monkeypatch, echo32, step):
     assert snapshot(victim.pid) == before
     victim.term.write(b"old32\n")
     victim.term.expect("got: old32")
+
+
+@pytest.mark.parametrize("step", LEADER_STEPS)
+def test_registers_survive_a_fault_at_each_step(spawn, monkeypatch, canary, step):
+    victim = spawn.on_pty([canary])
+    fail_at(spawn, victim, step, monkeypatch)
+    victim.term.write(b"after fault\n")
+    victim.term.expect("got: after fault canary ok")
+
+
+def test_registers_survive_a_successful_move(spawn, canary):
+    victim = spawn.on_pty([canary])
+    term, slave = spawn.new_terminal()
+    try:
+        attach(victim.pid, os.ttyname(slave))
+    finally:
+        os.close(slave)
+    term.write(b"moved\n")
+    term.expect("got: moved canary ok")

@@ -155,3 +155,38 @@ def test_shell_job_moves_with_its_shell_and_survives_the_old_terminal(sshd, tmux
     assert not gone(job)
     tmux("send-keys", "-t", "main:1", "after the old terminal closed", "Enter")
     tmux.wait_screen("main:1", "got: after the old terminal closed")
+
+
+def sighup_disposition(pid: int) -> tuple[str, str]:
+    status = proc.read_status(pid)
+    return status["SigIgn"], status["SigCgt"]
+
+
+def test_fault_before_the_holder_lets_go_gives_the_session_back(sshd, tmux):
+    sshd.type(0, "sleep 300")
+    job, leader = sshd.job(0), sshd.shells[0]
+    before = sighup_disposition(leader)
+    result = subprocess.run([*CLI, "adopt", "-L", tmux.socket, "-t", "main", "--mode", "steal", str(job)],
+                            capture_output=True, text=True,
+                            env=dict(os.environ, REPTYR_TMUX_FAULT="leader-ignores-sighup"))
+    assert result.returncode != 0 and "leader-ignores-sighup" in result.stderr
+    wait_for(lambda: tmux.windows() == ["0"], what="the relay pane to close")
+    assert sighup_disposition(leader) == before and not gone(job)
+    sshd.type(0, "\x03")  # ^C through the old holder: it still reads and writes the terminal
+    sshd.type(0, "echo back-with-sshd")
+    sshd.wait_log(0, "back-with-sshd\r\n")
+
+
+@pytest.mark.parametrize("step", ["silence-holder-0", "hup-grace"])
+def test_fault_after_the_holder_let_go_keeps_the_session_in_the_pane(sshd, tmux, step):
+    """Past the one-way step, rolling back could strand the session: it stays with the relay."""
+    sshd.type(0, "sleep 300")
+    job, leader = sshd.job(0), sshd.shells[0]
+    before = sighup_disposition(leader)
+    result = subprocess.run([*CLI, "adopt", "-L", tmux.socket, "-t", "main", "--mode", "steal", str(job)],
+                            capture_output=True, text=True, env=dict(os.environ, REPTYR_TMUX_FAULT=step))
+    assert result.returncode != 0 and "the session moved, but then" in result.stderr
+    assert sighup_disposition(leader) == before and not gone(job)
+    tmux("send-keys", "-t", "main:1", "C-c")
+    tmux("send-keys", "-t", "main:1", "echo still-in-the-pane", "Enter")
+    tmux.wait_screen("main:1", "still-in-the-pane\n")
