@@ -16,10 +16,12 @@ from reptyr_tmux import proc
 from reptyr_tmux.attach import attach
 from reptyr_tmux.errors import Refusal, ReptyrError
 from reptyr_tmux.holder import READY_COMMS, holder_argv
+from reptyr_tmux.launch import python_argv
 from reptyr_tmux.modes import apply as apply_modes
 from reptyr_tmux.modes import modes_of as terminal_modes
 from reptyr_tmux.mux import Multiplexer, Pane
-from reptyr_tmux.steal import RELAY_NAME, SessionMoved, find_session, silence_holders
+from reptyr_tmux.relay import RELAY_NAME
+from reptyr_tmux.steal import SessionMoved, find_session, silence_holders
 from reptyr_tmux.survey import choose_mode, describe, survey
 from reptyr_tmux.text import printable
 
@@ -107,7 +109,7 @@ def _steal_into_pane(pid: int, server: Multiplexer, placement: str, target: str 
     session = find_session(pid)
     holder = session.holders[0]
     start = proc.read_stat(holder.pid).starttime
-    command = [sys.executable, "-m", "reptyr_tmux.relay", str(holder.pid), str(start), str(holder.fds[0])]
+    command = [*python_argv("reptyr_tmux.relay"), str(holder.pid), str(start), str(holder.fds[0])]
     pane = server.open_pane(placement, command, name, target)
     try:
         _wait_ready(pane, {RELAY_NAME.decode()})

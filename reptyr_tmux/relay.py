@@ -19,8 +19,10 @@ import termios
 
 from reptyr_tmux import proc
 from reptyr_tmux.holder import report_ready
+from reptyr_tmux.pidfd import take_fd
 from reptyr_tmux.ptyproxy import copy_window_size, relay
-from reptyr_tmux.steal import RELAY_NAME, MasterHolder, grab_master
+
+RELAY_NAME = b"reptyr-relay"  # our comm once we hold our copy of the master: adopt waits for it
 
 
 def nudge_foreground(master: int) -> None:
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         holder_pid, starttime, fd = (int(a) for a in args[:3])
         if proc.read_stat(holder_pid).starttime != starttime:
             raise ValueError(f"process {holder_pid} is not the one that held the terminal any more")
-        master = grab_master(MasterHolder(holder_pid, (fd,), ""))
+        master = take_fd(holder_pid, fd)
     except Exception as e:  # say why in the pane, briefly, then go
         print(f"reptyr-tmux relay: {e}", file=sys.stderr)
         return 1

@@ -13,7 +13,6 @@ While the holder lets go it may send the session leader SIGHUP (a terminal emula
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import time
@@ -21,14 +20,15 @@ from dataclasses import dataclass
 
 from reptyr_tmux import proc
 from reptyr_tmux.errors import Refusal, ReptyrError
+from reptyr_tmux.pidfd import take_fd
+from reptyr_tmux.relay import RELAY_NAME
 from reptyr_tmux.remote import RemoteProcess
 from reptyr_tmux.survey import describe
+from reptyr_tmux.text import printable
 from reptyr_tmux.transaction import Transaction
 
-SYS_PIDFD_GETFD = 438  # same number on every architecture
 HUP_GRACE_S = 0.3  # how long a holder gets to react to losing the master before SIGHUP counts again
 PTMX = ("/dev/ptmx", "/dev/pts/ptmx")
-RELAY_NAME = b"reptyr-relay"  # our own relay's comm once it holds its copy of a master
 
 
 @dataclass(frozen=True)
@@ -77,18 +77,11 @@ def _ptmx_holder(pid: int, index: int) -> MasterHolder | None:
 
 def grab_master(holder: MasterHolder) -> int:
     """A copy of the holder's master fd, taken with pidfd_getfd (nothing runs in the holder)."""
-    pidfd = os.pidfd_open(holder.pid)
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = libc.syscall(SYS_PIDFD_GETFD, pidfd, holder.fds[0], 0)
-        if fd < 0:
-            err = ctypes.get_errno()
-            raise Refusal(f"cannot take the terminal from process {holder.pid} ({holder.comm}): "
-                          f"{os.strerror(err)}; it must be yours (or run as root)")
-        os.set_inheritable(fd, False)
-        return fd
-    finally:
-        os.close(pidfd)
+        return take_fd(holder.pid, holder.fds[0])
+    except OSError as e:
+        raise Refusal(f"cannot take the terminal from process {holder.pid} ({printable(holder.comm)}): "
+                      f"{e.strerror}; it must be yours (or run as root)") from None
 
 
 class SessionMoved(ReptyrError):
