@@ -243,3 +243,23 @@ def test_popup_placement(spawn, tmux):
     client.write(b"in the popup\r")
     client.expect("got: in the popup")
     assert tmux.windows() == ["0"]
+
+
+def test_plugin_options_reach_the_adoption(spawn, tmux):
+    victim = spawn.on_pty(ECHO)
+    for option, value in (("@reptyr-placement", "split-h"), ("@reptyr-remain-on-exit", "on"),
+                          ("@reptyr-redraw", "off"), ("@reptyr-modes", "none")):
+        tmux("set-option", "-g", option, value)
+    subprocess.run([str(ROOT / "reptyr.tmux"), "-L", tmux.socket], check=True)
+    client = attach_client(tmux, spawn)
+    usable = [int(line.split()[0]) for line in pick_list(tmux) if "[" not in line]
+    client.write(b"\x02A")
+    client.expect("adopt which process?")
+    client.write(MENU_KEYS[usable.index(victim.pid)].encode())
+    panes = lambda: tmux("list-panes", "-t", "main:0", "-F", "#{pane_id}").split()  # noqa: E731
+    wait_for(lambda: len(panes()) == 2, what="a split, not a window")
+    new = panes()[-1]
+    assert tmux.windows() == ["0"]
+    assert tmux("show-options", "-p", "-t", new, "-v", "remain-on-exit").strip() == "on"
+    os.kill(victim.pid, signal.SIGTERM)
+    wait_for(lambda: tmux.pane(new, "#{pane_dead}") == "1", what="the pane to stay, dead")
