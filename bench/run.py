@@ -8,11 +8,18 @@
    tmux window (pane creation included)
 3. lingering memory of what stays behind per adopted process: our holder vs reptyr's relay
 4. picker listing time with 2,000 extra processes running
+5. output throughput (bench/writer.py: 50 MiB of 100-byte lines in 64 KiB writes, timed by the writer
+   from SIGUSR1 to its last write): the writer started directly in a tmux window (the ceiling), on a
+   pty then `adopt --mode attach`, and then `reptyr PID` in a window; every window 120x40
+6. steal mode: the writer runs in bash on a pty whose master an sshd-like process holds; `adopt --mode
+   steal` against `reptyr -T` in a window: throughput, CPU of the relay (the pane's first process:
+   our reptyr-relay, or reptyr itself) per MiB written, and its RSS afterwards
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pty
 import shutil
@@ -20,6 +27,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,13 +35,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import ECHO, Spawner  # noqa: E402  (the tests' real-pty victims)
+from conftest import ECHO, VICTIMS, Spawner, wait_for  # noqa: E402  (the tests' real-pty victims)
 
 from reptyr_tmux import proc  # noqa: E402
 from reptyr_tmux.launch import python_argv  # noqa: E402
+from reptyr_tmux.steal import find_session  # noqa: E402
 
 OURS = python_argv("reptyr_tmux")  # how the key binding and the menu start us
 SOCKET = "reptyr-bench"
+WRITER = [sys.executable, str(Path(__file__).resolve().parent / "writer.py")]
+MIB = 50  # written per throughput run
+SIZE = ("120", "40")  # every window: the session's size (no client is attached, so it never changes)
 
 
 def tmux(*args: str) -> str:
@@ -129,9 +141,168 @@ def picker_time(extra: int = 2000) -> float:
             s.wait()
 
 
+def new_window(*argv: str) -> tuple[str, int]:
+    """A window running argv itself (no shell in between): its pane id and first process. It becomes
+    the current window, as adopt's do: tmux handles output of a background window measurably slower."""
+    pane, pid = tmux("new-window", "-P", "-F", "#{pane_id} #{pane_pid}", "-t", "bench", *argv).split()
+    return pane, int(pid)
+
+
+def last_pane() -> tuple[str, int]:
+    pane, pid = tmux("display-message", "-p", "-t", "bench:{end}", "#{pane_id} #{pane_pid}").split()
+    return pane, int(pid)
+
+
+def check_size(pane: str) -> None:
+    size = tuple(tmux("display-message", "-p", "-t", pane, "#{pane_width} #{pane_height}").split())
+    if size != SIZE:
+        raise RuntimeError(f"pane {pane} is {size}, not {SIZE}")
+
+
+def child_of(parent: int) -> int | None:
+    return next((s.pid for s in proc.all_stats() if s.ppid == parent and s.state != "Z"), None)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_write(pid: int, result: Path) -> tuple[float, float]:
+    """SIGUSR1 to a waiting writer: MiB/s from the seconds it reports once its last write returned,
+    and the tmux server's CPU ms per MiB meanwhile (what bounds the rate: less noisy than the rate)."""
+    time.sleep(0.3)  # whatever relays it has started reading
+    server = int(tmux("display-message", "-p", "-t", "bench", "#{pid}"))
+    cpu = cpu_seconds(server)
+    os.kill(pid, signal.SIGUSR1)
+    elapsed = float(wait_for(lambda: result.exists() and result.read_text(), 120, "the writer"))
+    time.sleep(0.2)  # the last buffered bytes drain
+    return MIB / elapsed, (cpu_seconds(server) - cpu) * 1000 / MIB
+
+
+def ceiling_rate(tmp: Path) -> tuple[float, float]:
+    result = Path(tempfile.mkdtemp(dir=tmp)) / "result"
+    pane, pid = new_window(*WRITER, str(result))
+    wait_for(lambda: "ready" in tmux("capture-pane", "-p", "-t", pane), 10, "the writer")
+    check_size(pane)
+    return timed_write(pid, result)
+
+
+def adopted_rate(tmp: Path, ours: bool) -> tuple[float, float]:
+    """The writer, alone on a test pty nobody reads, moved into a window by adopt or by reptyr."""
+    result = Path(tempfile.mkdtemp(dir=tmp)) / "result"
+    spawner = Spawner()
+    try:
+        writer = spawner.on_pty([*WRITER, str(result)])
+        old = writer.stat().tty_nr
+        if ours:
+            subprocess.run([*OURS, "adopt", "-L", SOCKET, "-t", "bench", "--mode", "attach", str(writer.pid)],
+                           check=True, capture_output=True)
+            pane, _ = last_pane()
+        else:
+            pane, _ = new_window("reptyr", str(writer.pid))
+        wait_moved(writer.pid, old)
+        check_size(pane)
+        return timed_write(writer.pid, result)
+    finally:
+        spawner.cleanup()
+
+
+class SshdLike:
+    """tests/victims/sshd_like.py with one session: holds its pty master, logs all it reads there."""
+
+    def __init__(self, logdir: Path):
+        self.log = logdir / "0.log"
+        self.job: int | None = None
+        self.process = subprocess.Popen([sys.executable, str(VICTIMS / "sshd_like.py"), str(logdir), "1"],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.process.stdout.readline()
+        self.shell = wait_for(lambda: child_of(self.process.pid), what="the shell")
+        self.wait_log(b"$ ")
+
+    def wait_log(self, text: bytes) -> None:
+        wait_for(lambda: self.log.exists() and text in self.log.read_bytes(), 10, repr(text))
+
+    def run(self, command: str) -> int:
+        self.process.stdin.write(f"0 {command}\n")
+        self.process.stdin.flush()
+        self.job = wait_for(lambda: child_of(self.shell), what="the job")
+        return self.job
+
+    def close(self) -> None:
+        for pid in (self.job, self.shell):
+            with contextlib.suppress(ProcessLookupError, TypeError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.kill()
+        self.process.wait()
+
+
+def steal_into_window(pid: int, ours: bool) -> int:
+    """Move pid's whole session into a new window; the pane's first process, once it alone holds
+    the session's master (the old holder reads nothing any more)."""
+    if ours:
+        subprocess.run([*OURS, "adopt", "-L", SOCKET, "-t", "bench", "--mode", "steal", str(pid)],
+                       check=True, capture_output=True)
+        pane, relay = last_pane()
+    else:
+        pane, relay = new_window("reptyr", "-T", str(pid))
+    wait_for(lambda: [h.pid for h in find_session(pid).holders] == [relay], 10, "the master to move")
+    check_size(pane)
+    return relay
+
+
+def stolen(tmp: Path, ours: bool) -> tuple[float, float, int]:
+    """The writer in a shell behind an sshd-like holder, session stolen into a window:
+    MiB/s, the relay's CPU ms per MiB, its RSS in kB."""
+    logdir = Path(tempfile.mkdtemp(dir=tmp))
+    result = logdir / "result"
+    holder = SshdLike(logdir)
+    try:
+        writer = holder.run(f"{' '.join(WRITER)} {result}")
+        holder.wait_log(b"ready\r\n")
+        relay = steal_into_window(writer, ours)
+        logged, cpu = holder.log.stat().st_size, cpu_seconds(relay)
+        rate, _ = timed_write(writer, result)
+        cpu = cpu_seconds(relay) - cpu
+        if holder.log.stat().st_size != logged:
+            raise RuntimeError("the old holder still read the terminal during the run")
+        return rate, cpu * 1000 / MIB, rss_kb(relay)
+    finally:
+        holder.close()
+
+
+def row(name: str, ours: float, theirs: float | None = None, fmt: str = "9.1f") -> None:
+    line = f"{name:58} {ours:{fmt}}"
+    if theirs is not None:
+        line += f" {theirs:{fmt}} {ours / theirs:11.2f}"
+    print(line, flush=True)
+
+
+def throughput_rows(reps: int, tmp: Path) -> None:
+    runs = [(ceiling_rate(tmp), adopted_rate(tmp, True), adopted_rate(tmp, False)) for _ in range(reps)]
+    (ceiling, ceiling_cpu), (ours, ours_cpu), (theirs, theirs_cpu) = (
+        tuple(statistics.median(r[i][j] for r in runs) for j in range(2)) for i in range(3))
+    row("output throughput, adopt --mode attach vs reptyr (MiB/s)", ours, theirs)
+    row("  tmux server CPU per MiB meanwhile (ms)", ours_cpu, theirs_cpu)
+    row("  ceiling: the writer started in the window (MiB/s)", ceiling)
+    row("  ceiling: tmux server CPU per MiB (ms)", ceiling_cpu)
+    row("  attach mode / ceiling (target >= 0.99)", ours / ceiling, fmt="9.3f")
+
+
+def steal_rows(reps: int, tmp: Path) -> None:
+    runs = [(stolen(tmp, True), stolen(tmp, False)) for _ in range(reps)]
+    names = (("steal mode throughput, vs reptyr -T (MiB/s)", "9.1f"),
+             ("  relay CPU per MiB written (ms; target <= reptyr's)", "9.1f"),
+             ("  relay RSS after the run (kB)", "9.0f"))
+    for i, (name, fmt) in enumerate(names):
+        row(name, statistics.median(r[0][i] for r in runs), statistics.median(r[1][i] for r in runs), fmt)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps", type=int, help="repetitions per number (default 5; 3 for 5 and 6)")
     args = parser.parse_args()
     if not shutil.which("reptyr"):
         print("reptyr is not installed: apt-get install reptyr (benchmark only)", file=sys.stderr)
@@ -148,12 +319,15 @@ def main() -> int:
                  lambda k=kind: time_in_tmux(["reptyr"], k, True)),
             )
             for name, ours, theirs in rows:
-                a = statistics.median(ours() for _ in range(args.reps)) * 1000
-                b = statistics.median(theirs() for _ in range(args.reps)) * 1000
+                a = statistics.median(ours() for _ in range(args.reps or 5)) * 1000
+                b = statistics.median(theirs() for _ in range(args.reps or 5)) * 1000
                 print(f"{name:58} {a:9.1f} {b:9.1f} {a / b:11.2f}")
         holder, relay = lingering_memory()
         print(f"{'lingering RSS per adopted process (kB)':58} {holder:9d} {relay:9d} {holder / relay:11.3f}")
         print(f"{'picker listing with 2,000 extra processes (ms)':58} {picker_time() * 1000:9.1f}")
+        with tempfile.TemporaryDirectory(prefix="reptyr-bench-") as tmp:
+            throughput_rows(args.reps or 3, Path(tmp))
+            steal_rows(args.reps or 3, Path(tmp))
     finally:
         tmux("kill-server")
     return 0
