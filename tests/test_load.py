@@ -15,10 +15,10 @@ def fd_counts(pids: list[int]) -> dict[int, int]:
     return {pid: len(proc.open_fds(pid)) for pid in pids}
 
 
-def ours() -> set[int]:
-    """Our pane processes (holders, waiters, relays) alive right now."""
+def ours(server: int) -> set[int]:
+    """Our pane processes (holders, waiters, relays) in this tmux server, alive right now."""
     names = {"reptyr-holder", "memfd:reptyr-tm", "reptyr-relay"}
-    return {s.pid for s in proc.all_stats() if s.comm in names and s.state not in "ZX"}
+    return {s.pid for s in proc.all_stats() if s.comm in names and s.state not in "ZX" and s.ppid == server}
 
 
 def adopt_cmd(tmux, pid: int) -> list[str]:
@@ -37,7 +37,8 @@ def check_all_adopted(tmux, victims) -> None:
 
 
 def test_twenty_in_a_row_and_five_at_once(spawn, tmux):
-    before = ours()
+    server = int(tmux("display-message", "-p", "#{pid}"))
+    before = ours(server)
     serial = [spawn.on_pty(ECHO) for _ in range(20)]
     parallel = [spawn.on_pty(ECHO) for _ in range(5)]
     fds_before = fd_counts([v.pid for v in serial + parallel])
@@ -52,8 +53,8 @@ def test_twenty_in_a_row_and_five_at_once(spawn, tmux):
     assert len(tmux.windows()) == 26
     check_all_adopted(tmux, serial + parallel)
     assert fd_counts([v.pid for v in serial + parallel]) == fds_before  # the same fds, now the panes'
-    assert len(ours() - before) == 25  # one pane process per adopted program, no more
+    assert len(ours(server) - before) == 25  # one pane process per adopted program, no more
     for victim in serial + parallel:
         os.kill(victim.pid, signal.SIGTERM)
-    wait_for(lambda: ours() <= before, 10, "every pane process to exit with its program")
+    wait_for(lambda: ours(server) <= before, 10, "every pane process to exit with its program")
     wait_for(lambda: tmux.windows() == ["0"], 10, "every pane to close")

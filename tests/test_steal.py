@@ -38,7 +38,10 @@ class SshdLike:
             return f.read().decode(errors="replace")
 
     def wait_log(self, n: int, text: str) -> None:
-        wait_for(lambda: text in self.log(n), 10, f"{text!r} in session {n}'s log")
+        try:
+            wait_for(lambda: text in self.log(n), 10, f"{text!r} in session {n}'s log")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; the log ends with {self.log(n)[-300:]!r}") from None
 
     def job(self, n: int) -> int:
         """The foreground job of session n (a child of its shell)."""

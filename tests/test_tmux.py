@@ -247,6 +247,7 @@ def test_popup_placement(spawn, tmux):
 
 def test_plugin_options_reach_the_adoption(spawn, tmux):
     victim = spawn.on_pty(ECHO)
+    old_tty = victim.stat().tty_dev
     for option, value in (("@reptyr-placement", "split-h"), ("@reptyr-remain-on-exit", "on"),
                           ("@reptyr-redraw", "off"), ("@reptyr-modes", "none")):
         tmux("set-option", "-g", option, value)
@@ -256,9 +257,9 @@ def test_plugin_options_reach_the_adoption(spawn, tmux):
     client.write(b"\x02A")
     client.expect("adopt which process?")
     client.write(MENU_KEYS[usable.index(victim.pid)].encode())
-    panes = lambda: tmux("list-panes", "-t", "main:0", "-F", "#{pane_id}").split()  # noqa: E731
-    wait_for(lambda: len(panes()) == 2, what="a split, not a window")
-    new = panes()[-1]
+    panes = lambda: tmux("list-panes", "-t", "main:0", "-F", "#{pane_id} #{pane_tty}").splitlines()  # noqa: E731
+    wait_for(lambda: len(panes()) == 2 and victim.stat().tty_dev != old_tty, what="a split, not a window")
+    new = next(p.split()[0] for p in panes() if os.stat(p.split()[1]).st_rdev == victim.stat().tty_dev)
     assert tmux.windows() == ["0"]
     assert tmux("show-options", "-p", "-t", new, "-v", "remain-on-exit").strip() == "on"
     os.kill(victim.pid, signal.SIGTERM)

@@ -18,16 +18,20 @@ for n in range(count):
         os.execvpe("bash", ["bash", "--norc", "--noprofile", "-i"], env)
     masters[master] = open(os.path.join(logdir, f"{n}.log"), "ab", buffering=0)  # noqa: SIM115
 by_number = list(masters)
+pending = b""
 print("ready", flush=True)
 while masters:
     readable, _, _ = select.select([0, *masters], [], [])
     for fd in readable:
-        if fd == 0:
-            line = sys.stdin.readline()
-            if not line:
+        if fd == 0:  # os.read, not readline: a buffered second line would never wake select()
+            chunk = os.read(0, 65536)
+            if not chunk:
                 sys.exit(0)
-            n, _, text = line.rstrip("\n").partition(" ")
-            os.write(by_number[int(n)], text.encode() + b"\n")
+            pending += chunk
+            while b"\n" in pending:
+                line, _, pending = pending.partition(b"\n")
+                n, _, text = line.partition(b" ")
+                os.write(by_number[int(n)], text + b"\n")
             continue
         try:
             data = os.read(fd, 65536)
