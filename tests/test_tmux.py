@@ -261,6 +261,7 @@ def test_plugin_options_reach_the_adoption(spawn, tmux):
     wait_for(lambda: len(panes()) == 2 and victim.stat().tty_dev != old_tty, what="a split, not a window")
     new = next(p.split()[0] for p in panes() if os.stat(p.split()[1]).st_rdev == victim.stat().tty_dev)
     assert tmux.windows() == ["0"]
-    assert tmux("show-options", "-p", "-t", new, "-v", "remain-on-exit").strip() == "on"
+    wait_for(lambda: tmux("show-options", "-p", "-t", new, "-v", "remain-on-exit").strip() == "on",
+             what="remain-on-exit on the new pane (set right after the move)")
     os.kill(victim.pid, signal.SIGTERM)
     wait_for(lambda: tmux.pane(new, "#{pane_dead}") == "1", what="the pane to stay, dead")
