@@ -59,7 +59,10 @@ def test_step_lists_match_what_the_engine_does(spawn):
 
 @pytest.mark.parametrize("step", LEADER_STEPS)
 def test_fault_in_session_leader_is_undone(spawn, monkeypatch, step):
-    victim = spawn.on_pty(ECHO)
+    undone_on_its_old_terminal(spawn, spawn.on_pty(ECHO), step, monkeypatch)
+
+
+def undone_on_its_old_terminal(spawn: Spawner, victim: Victim, step: str, monkeypatch) -> None:
     before = snapshot(victim.pid)
     fail_at(spawn, victim, step, monkeypatch)
     assert snapshot(victim.pid) == before
@@ -92,12 +95,7 @@ def test_fault_in_shell_job_is_undone(spawn, monkeypatch, step):
 
 @pytest.mark.parametrize("step", ["infect", "open-tty", "set-ctty", "dup-over-2"])
 def test_fault_in_32bit_target_is_undone(spawn, monkeypatch, echo32, step):
-    victim = spawn.on_pty([echo32])
-    before = snapshot(victim.pid)
-    fail_at(spawn, victim, step, monkeypatch)
-    assert snapshot(victim.pid) == before
-    victim.term.write(b"old32\n")
-    victim.term.expect("got: old32")
+    undone_on_its_old_terminal(spawn, spawn.on_pty([echo32]), step, monkeypatch)
 
 
 @pytest.mark.parametrize("step", LEADER_STEPS)

@@ -202,23 +202,7 @@ def test_elf_holder_holds_the_pty_cheaply_until_the_target_dies(pane: Pane) -> N
     assert_holds_pty(pane)
     assert pane.pty_output() == b"", "the holder must print nothing"
 
-    os.kill(pid, signal.SIGHUP)
-    time.sleep(0.2)
-    assert pane.holder_alive(), "SIGHUP ended the holder"
-
-    os.kill(pid, signal.SIGSTOP)  # a stop/continue interrupts poll(); the waiter must go back to it
-    wait_until(lambda: stat_fields(pid)[2] == "T", 5.0, "the holder to stop")
-    os.kill(pid, signal.SIGCONT)
-    time.sleep(0.2)
-    assert pane.holder_alive(), "a stop/continue ended the holder"
-
-    before = cpu_ticks(pid)
-    time.sleep(0.5)
-    assert cpu_ticks(pid) == before, "the waiter is using CPU"
-
-    assert pane.holder_alive()
-    pane.target.kill()
-    assert pane.wait_holder(1.0) == 0, "the holder did not exit within 1 s of the target"
+    survives_signals_idles_and_exits_with_the_target(pane, pid)
 
 
 def test_recycled_starttime_is_refused() -> None:
@@ -357,22 +341,7 @@ def test_elf_holder_is_ready_fast_and_holds_the_pty_cheaply(elf_pane: tuple[Pane
     assert rss_kb < 200
     assert pane.pty_output() == b"", "the holder must print nothing"
 
-    os.kill(pid, signal.SIGHUP)
-    time.sleep(0.1)
-    assert pane.holder_alive(), "SIGHUP ended the holder"
-    os.kill(pid, signal.SIGSTOP)  # a stop/continue interrupts poll() with EINTR; it must poll again
-    wait_until(lambda: stat_fields(pid)[2] == "T", 5.0, "the holder to stop")
-    os.kill(pid, signal.SIGCONT)
-    time.sleep(0.1)
-    assert pane.holder_alive(), "a stop/continue ended the holder"
-
-    before = cpu_ticks(pid)
-    time.sleep(0.5)
-    assert cpu_ticks(pid) == before, "the holder is using CPU"
-
-    assert pane.holder_alive()
-    pane.target.kill()
-    assert pane.wait_holder(1.0) == 0, "the holder did not exit within 1 s of the target"
+    survives_signals_idles_and_exits_with_the_target(pane, pid)
 
 
 @elf_only
@@ -432,3 +401,21 @@ def test_holder_argv_falls_back_to_python(elf_cache: Path, monkeypatch: pytest.M
     blocker.write_text("")
     monkeypatch.setattr(holder, "_cache_dirs", lambda: [str(blocker / "reptyr-tmux")])  # cannot be created
     assert holder.holder_argv(1) is None
+
+
+def survives_signals_idles_and_exits_with_the_target(pane, pid: int) -> None:
+    """SIGHUP and a stop/continue (which interrupts poll()) leave it waiting; it costs no CPU
+    meanwhile; and it exits 0 within a second of its target."""
+    os.kill(pid, signal.SIGHUP)
+    time.sleep(0.1)
+    assert pane.holder_alive(), "SIGHUP ended the holder"
+    os.kill(pid, signal.SIGSTOP)
+    wait_until(lambda: stat_fields(pid)[2] == "T", 5.0, "the holder to stop")
+    os.kill(pid, signal.SIGCONT)
+    time.sleep(0.1)
+    assert pane.holder_alive(), "a stop/continue ended the holder"
+    before = cpu_ticks(pid)
+    time.sleep(0.5)
+    assert cpu_ticks(pid) == before, "the holder is using CPU"
+    pane.target.kill()
+    assert pane.wait_holder(1.0) == 0, "the holder did not exit within 1 s of the target"
