@@ -6,6 +6,7 @@ No relay process: tmux itself is the program's terminal. The pane's first proces
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -101,7 +102,18 @@ def _attach_into_pane(pid: int, server: Multiplexer, placement: str, target: str
     except BaseException:
         _close(pane)
         raise
+    _retire_holders_of(plan.stat.tty_dev)  # adopted before: its old pane has nothing left to show
     return pane
+
+
+def _retire_holders_of(tty_dev: int | None) -> None:
+    """Our holders still waiting on the terminal the program just left: end them, so their panes close."""
+    if tty_dev is None:
+        return
+    for stat in proc.all_stats():
+        if stat.comm in READY_COMMS and proc.fd_rdev(stat.pid, 0) == tty_dev:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stat.pid, signal.SIGKILL)
 
 
 def _steal_into_pane(pid: int, server: Multiplexer, placement: str, target: str | None, name: str,

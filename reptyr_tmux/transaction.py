@@ -41,13 +41,16 @@ class Transaction:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         failed = exc_type is not None
+        interrupted = None if failed else self._take_pending_signal()  # during the last step
         try:
-            self._unwind(failed)
+            self._unwind(failed or interrupted is not None)
         finally:
             if failed:
                 self._take_pending_signal()  # already answered by the rollback
-            # On success a signal that came during the last step is delivered as usual on unblocking.
+            # A signal that comes during the cleanups is delivered as usual on unblocking.
             signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask or set())
+        if interrupted:
+            raise Interrupted(interrupted)
 
     def step(self, name: str, do: Callable[[], T], undo: Callable[[T], object] | None = None,
              always: bool = False) -> T:

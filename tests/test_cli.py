@@ -11,7 +11,7 @@ import sys
 import pytest
 from conftest import ECHO, Terminal, wait_for
 from ptrace.binding import func as pt
-from test_faults import snapshot
+from test_faults import LEADER_STEPS, snapshot
 
 from reptyr_tmux import proc
 from reptyr_tmux.errors import Refusal
@@ -122,7 +122,7 @@ def test_help_and_version():
     assert run_cli("-v").returncode == 0
 
 
-@pytest.mark.parametrize("step", ["open-tty", "set-ctty", "dup-over-1"])
+@pytest.mark.parametrize("step", LEADER_STEPS)
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM", "SIGHUP"])
 def test_signal_to_us_while_attached_gives_the_target_back(spawn, step, signame):
     victim = spawn.on_pty(ECHO)

@@ -106,3 +106,46 @@ def test_our_own_pane_process_and_the_tmux_server_are_refused(spawn, tmux):
                                 text=True)
         assert result.returncode == 2 and words in result.stderr, result.stderr
     assert tmux.windows() == ["0", "1"]
+
+
+def test_signals_raining_on_the_target_while_it_moves(spawn):
+    """Signals that arrive while we hold it wait (blocked by ptrace) and are handled afterwards."""
+    victim = spawn.on_pty([*ECHO, "--count-usr1"])
+    storm = subprocess.Popen([sys.executable, "-c", f"""
+import os, signal, time
+while True:
+    os.kill({victim.pid}, signal.SIGUSR1)
+    time.sleep(0.0005)
+"""])
+    try:
+        for n in range(5):
+            term = move(spawn, victim)
+            term.write(f"storm {n}\n".encode())
+            term.expect(f"got: storm {n} usr1=")
+    finally:
+        storm.kill()
+        storm.wait()
+    assert victim.alive()
+
+
+def test_odd_command_lines_are_listed_safely_and_adopted(spawn, tmux):
+    huge = "x" * 100_000
+    victim = spawn.on_pty([*ECHO, b"two\nlines \xff\xfe \x1b[2J", huge])
+    listing = subprocess.run([*CLI, "pick", "-L", tmux.socket, "--list"], capture_output=True, text=True,
+                             errors="replace")
+    assert listing.returncode == 0
+    mine = [line for line in listing.stdout.splitlines() if line.split()[:1] == [str(victim.pid)]]
+    assert len(mine) == 1 and len(mine[0]) < 300 and "lines" in mine[0]
+    result = subprocess.run([*CLI, "adopt", "-L", tmux.socket, "-t", "main", str(victim.pid)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_killing_the_pane_process_hangs_the_program_up(spawn, tmux):
+    """The holder is the pane: kill -9 it and tmux closes the pane, as kill-pane would."""
+    victim = spawn.on_pty(ECHO)
+    assert subprocess.run([*CLI, "adopt", "-L", tmux.socket, "-t", "main", str(victim.pid)]).returncode == 0
+    os.kill(int(tmux.pane("main:1", "#{pane_pid}")), signal.SIGKILL)
+    _, status = os.waitpid(victim.pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGHUP
+    wait_for(lambda: tmux.windows() == ["0"], what="the pane to close")

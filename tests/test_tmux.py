@@ -265,3 +265,14 @@ def test_plugin_options_reach_the_adoption(spawn, tmux):
              what="remain-on-exit on the new pane (set right after the move)")
     os.kill(victim.pid, signal.SIGTERM)
     wait_for(lambda: tmux.pane(new, "#{pane_dead}") == "1", what="the pane to stay, dead")
+
+
+def test_readopt_in_attach_mode_moves_it_again_and_closes_the_old_pane(spawn, tmux):
+    victim = spawn.on_pty(ECHO)
+    for round_ in range(3):
+        result = adopt(tmux, victim.pid, "--mode", "attach")
+        assert result.returncode == 0, result.stderr
+        wait_for(lambda: len(tmux.windows()) == 2, what="only the newest adoption window left")
+        window = tmux.windows()[-1]
+        tmux("send-keys", "-t", f"main:{window}", f"round {round_}", "Enter")
+        tmux.wait_screen(f"main:{window}", f"got: round {round_}")

@@ -69,6 +69,9 @@ if __name__ == "__main__":
         signal.signal(signal.SIGTSTP, on_tstp)
     if "--slow-tstp" in args:  # like vim: tidy up for a while, then really stop
         signal.signal(signal.SIGTSTP, lambda *_: (time.sleep(0.3), os.kill(os.getpid(), signal.SIGSTOP)))
+    usr1 = [0]
+    if "--count-usr1" in args:
+        signal.signal(signal.SIGUSR1, lambda *_: usr1.__setitem__(0, usr1[0] + 1))
     if "--seccomp" in args:
         install_allow_all_seccomp_filter()
     for _ in range(int(args[args.index("--threads") + 1]) if "--threads" in args else 0):
@@ -84,4 +87,4 @@ if __name__ == "__main__":
         if not line:
             say("eof")
             break
-        say("got: " + line.strip())
+        say("got: " + line.strip() + (f" usr1={usr1[0]}" if "--count-usr1" in args else ""))
