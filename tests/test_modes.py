@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from conftest import CLI, ECHO, VICTIMS, Tmux, wait_for
+from test_tmux import attach_client
 
 from reptyr_tmux.modes import parse_spec
 
@@ -61,3 +62,21 @@ def test_user_can_force_and_forbid_modes(spawn, tmux):
     assert parse_spec("none") == ("none", set(), set())
     with pytest.raises(ValueError, match="unknown terminal mode"):
         parse_spec("+telepathy")
+
+
+def test_a_click_still_reaches_a_mouse_program(spawn, tmux):
+    """Mouse reporting read from the source pane and carried over: a click on the new pane arrives
+    as a curses mouse event."""
+    other = Tmux(f"{tmux.socket}-source")
+    other("-f", "/dev/null", "new-session", "-d", "-s", "src", "-x", "80", "-y", "24", *CURSES, "--mouse")
+    try:
+        other.wait_screen("src", "CURSES-SCREEN ready")
+        tmux("set-option", "-g", "mouse", "on")
+        client = attach_client(tmux, spawn)
+        assert "mouse" in adopt(tmux, int(other.pane("src", "#{pane_pid}")))
+        tmux.wait_screen("main:1", "CURSES-SCREEN ready")
+        client.quiet_for(0.3)
+        client.write(b"\x1b[<0;20;8M\x1b[<0;20;8m")  # an SGR press and release, as a terminal sends
+        tmux.wait_screen("main:1", "key 409")  # KEY_MOUSE
+    finally:
+        subprocess.run([*other.argv, "kill-server"], capture_output=True)
