@@ -13,6 +13,8 @@ def main(screen) -> None:
     while True:
         key = screen.getch()
         screen.addstr(7, 10, f"key {key} {'KEY_DOWN' if key == curses.KEY_DOWN else ''}      ")
+        if key == curses.KEY_MOUSE:
+            screen.addstr(9, 10, "MOUSE-EVENT")
         screen.refresh()
 
 
