@@ -36,7 +36,7 @@ MODES = (
     Mode("mouse-all", "mouse_all_flag", "\x1b[?1003h"),
     Mode("mouse-utf8", "mouse_utf8_flag", "\x1b[?1005h"),
     Mode("mouse-sgr", "mouse_sgr_flag", "\x1b[?1006h"),
-    Mode("bracketed-paste", "", "\x1b[?2004h"),  # tmux 3.3 has no format for it: force it if needed
+    Mode("bracketed-paste", "", "\x1b[?2004h"),  # tmux 3.3 has no format for it: see _detect
     Mode("insert", "insert_flag", "\x1b[4h"),
     Mode("origin", "origin_flag", "\x1b[?6h"),
     Mode("hide-cursor", "cursor_flag", "\x1b[?25l", when_flag_is="0"),
@@ -87,12 +87,30 @@ def _detect(pid: int, tty: str | None) -> tuple[set[str], str]:
         tty = proc.pts_path(stat.tty_dev) if stat.tty_dev else None
     if tty is None:
         return set(), "no terminal"
-    if _line_mode(tty):  # a program reading lines sets no screen modes: nothing to look for
+    shell = _foreground_is_a_line_editing_shell(pid)
+    if _line_mode(tty) and not shell:  # a program reading lines sets no screen modes
         return set(), "line mode"
+    # bash >= 5.1, zsh and fish turn bracketed paste on while they read a command line; tmux 3.3
+    # cannot tell us (no format for it), so it is inferred from who is in the foreground.
+    paste = {"bracketed-paste"} if shell else set()
     from_tmux = _from_tmux_pane(tty)
     if from_tmux is not None:
-        return from_tmux, "read from its tmux pane"
+        return from_tmux | paste, "read from its tmux pane"
+    if shell:
+        return paste, "inferred: a shell is reading a command line"
     return _inferred(pid, tty), "inferred from its terminal settings and TERM"
+
+
+LINE_EDITING_SHELLS = frozenset({"bash", "zsh", "fish"})
+
+
+def _foreground_is_a_line_editing_shell(pid: int) -> bool:
+    """Whether the terminal's foreground job is an interactive shell (waiting at its prompt)."""
+    try:
+        foreground = proc.read_stat(proc.read_stat(pid).tpgid)
+    except (OSError, ValueError):
+        return False
+    return foreground.comm in LINE_EDITING_SHELLS and foreground.state == "S"
 
 
 def _line_mode(tty: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import CLI, ECHO, VICTIMS, Tmux, wait_for
@@ -78,5 +79,26 @@ def test_a_click_still_reaches_a_mouse_program(spawn, tmux):
         client.quiet_for(0.3)
         client.write(b"\x1b[<0;20;8M\x1b[<0;20;8m")  # an SGR press and release, as a terminal sends
         tmux.wait_screen("main:1", "MOUSE-EVENT")
+    finally:
+        subprocess.run([*other.argv, "kill-server"], capture_output=True)
+
+
+def test_shell_moved_from_a_tmux_pane_still_gets_pastes_bracketed(tmux):
+    other = Tmux(f"{tmux.socket}-source")
+    other("-f", "/dev/null", "new-session", "-d", "-s", "src", "-x", "80", "-y", "24",
+          "env", "PS1=$ ", "bash", "--norc", "--noprofile", "-i")
+    try:
+        other.wait_screen("src", "$")
+        other("send-keys", "-t", "src", "sleep 300 &", "Enter")  # company: the whole session moves
+        other.wait_screen("src", "[1]")
+        shell = int(other.pane("src", "#{pane_pid}"))
+        out = adopt(tmux, shell, "--no-redraw")
+        assert "steal mode" in out and "bracketed-paste" in out
+        tmux("set-buffer", "echo pasted-one\necho pasted-two\n")
+        tmux("paste-buffer", "-p", "-t", "main:1")
+        time.sleep(0.5)  # bracketed: bash holds the lines for editing instead of running them
+        assert "pasted-one\n" not in tmux.screen("main:1").replace("echo pasted-one", "")
+        tmux("send-keys", "-t", "main:1", "Enter")
+        tmux.wait_screen("main:1", "pasted-two\n")
     finally:
         subprocess.run([*other.argv, "kill-server"], capture_output=True)
