@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from reptyr_tmux import proc
-from reptyr_tmux.errors import ReptyrError
+from reptyr_tmux.errors import ReptyrError, TargetGone
 from reptyr_tmux.remote import RemoteProcess, hold_other_threads, release_threads
 from reptyr_tmux.survey import Plan, check_tty_free, refuse_shared_group, survey
 from reptyr_tmux.transaction import Transaction
@@ -52,7 +52,7 @@ def attach(pid: int, tty_path: str, force_stdio: bool = False, verbose: bool = F
         with tx:
             _move(tx, plan, tty_path)
     except ReptyrError as e:
-        if tx.undo_errors:
+        if tx.undo_errors and not isinstance(e, TargetGone):  # a dead target needs no undoing
             e.args = (f"{e.args[0]} (and could not undo: {'; '.join(tx.undo_errors)})",)
         raise
     stopped_job = "stop-job" in tx.steps_done

@@ -130,6 +130,8 @@ class RemoteProcess:
             except pt.PtraceError as e:
                 if e.errno != 3:  # ESRCH: it died under us, nothing left to give back
                     raise
+                with suppress(ChildProcessError):  # collect its death so its parent can reap it
+                    os.waitpid(self.pid, WALL | os.WNOHANG)
             finally:
                 os.close(self._mem)
         for signum in dict.fromkeys(self.deferred_signals):
@@ -176,6 +178,14 @@ class RemoteProcess:
         return result & ((1 << (8 * self.arch.word)) - 1)  # addresses above 2 GiB on i386 stay positive
 
     def raw_syscall(self, name: str, *args: int) -> int:
+        try:
+            return self._raw_syscall(name, *args)
+        except pt.PtraceError as e:
+            if e.errno == 3:  # ESRCH: it was killed (only SIGKILL can end a stopped tracee)
+                raise TargetGone(f"process {self.pid} exited while we were working on it") from None
+            raise RemoteError(name, e.errno or 5) from None
+
+    def _raw_syscall(self, name: str, *args: int) -> int:
         arch = self.arch
         mask = (1 << (8 * arch.word)) - 1
         regs = _copy(self.saved)

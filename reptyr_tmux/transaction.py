@@ -6,7 +6,8 @@ While the block runs, SIGINT/SIGTERM/SIGHUP to *us* are held and checked between
 aborts at a step boundary and the target is given back, instead of leaving it half-moved.
 
 The test-only fault hook: REPTYR_TMUX_FAULT=<step name> makes that step fail right after it is done;
-REPTYR_TMUX_FAULT=<step name>:SIGTERM sends us that signal there instead.
+REPTYR_TMUX_FAULT=<step name>:SIGTERM sends us that signal there instead, and <step name>:kill=PID
+kills another process there (the target, the tmux server) to test its dying at that moment.
 """
 
 from __future__ import annotations
@@ -65,12 +66,15 @@ class Transaction:
         return value
 
     def _maybe_fault(self, name: str) -> None:
-        """REPTYR_TMUX_FAULT=step fails that step; step:SIGTERM (any name) signals us right after it."""
-        step, _, signame = (self._fault or "").partition(":")
+        """After step `name`: REPTYR_TMUX_FAULT=name fails it; name:SIGTERM (any signal) signals us;
+        name:kill=PID kills process PID (the target, a tmux server...) as if it died right then."""
+        step, _, action = (self._fault or "").partition(":")
         if step != name:
             return
-        if signame:
-            os.kill(os.getpid(), signal.Signals[signame])
+        if action.startswith("kill="):
+            os.kill(int(action[5:]), signal.SIGKILL)
+        elif action:
+            os.kill(os.getpid(), signal.Signals[action])
         else:
             raise InjectedFault(f"fault injected after step '{name}'")
 

@@ -149,3 +149,28 @@ def test_killing_the_pane_process_hangs_the_program_up(spawn, tmux):
     _, status = os.waitpid(victim.pid, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGHUP
     wait_for(lambda: tmux.windows() == ["0"], what="the pane to close")
+
+
+@pytest.mark.parametrize("step", ["infect", "open-tty", "set-ctty", "dup-over-1"])
+def test_target_dying_while_held_is_reported_cleanly(spawn, step):
+    victim = spawn.on_pty(ECHO)
+    result = subprocess.run([*CLI, "attach", str(victim.pid)], capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL,
+                            env=dict(os.environ, REPTYR_TMUX_FAULT=f"{step}:kill={victim.pid}"))
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "exited while we were working on it" in lines[0]
+
+
+@pytest.mark.parametrize("step", ["infect", "open-tty"])
+def test_tmux_server_dying_mid_adoption_spares_the_target(spawn, tmux, step):
+    victim = spawn.on_pty(ECHO)
+    before = snapshot(victim.pid)
+    server = int(tmux("display-message", "-p", "#{pid}"))
+    result = subprocess.run([*CLI, "adopt", "-L", tmux.socket, "-t", "main", str(victim.pid)],
+                            capture_output=True, text=True,
+                            env=dict(os.environ, REPTYR_TMUX_FAULT=f"{step}:kill={server}"))
+    assert result.returncode != 0
+    assert snapshot(victim.pid) == before
+    victim.term.write(b"tmux died, I did not\n")
+    victim.term.expect("got: tmux died, I did not")
