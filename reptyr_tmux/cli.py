@@ -44,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     except ReptyrError as e:
         print(f"reptyr-tmux: {e}", file=sys.stderr)
         return e.exit_code
+    except Exception as e:  # a bug of ours: one line, unless asked for the whole story
+        if os.environ.get("REPTYR_TMUX_DEBUG"):
+            raise
+        print(f"reptyr-tmux: internal error ({type(e).__name__}: {e}); any process we held was given "
+              "back. Please report it; REPTYR_TMUX_DEBUG=1 shows the traceback", file=sys.stderr)
+        return 70
 
 
 def _attach_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ import pytest
 from reptyr_tmux import proc
 
 VICTIMS = Path(__file__).parent / "victims"
+os.environ["REPTYR_TMUX_DEBUG"] = "1"  # our CLI shows full tracebacks to the tests
 ECHO = [sys.executable, str(VICTIMS / "echo.py")]
 CLI = [sys.executable, "-m", "reptyr_tmux"]
 
