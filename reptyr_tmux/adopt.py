@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from reptyr_tmux import proc
 from reptyr_tmux.attach import attach
@@ -29,8 +29,7 @@ from reptyr_tmux.text import printable
 HOLDER_READY_S = 5.0
 
 
-@dataclass
-class Adopted:
+class Adopted(NamedTuple):
     pid: int
     name: str
     pane: Pane

@@ -8,7 +8,7 @@ tracer still shows rax, rbx, ... with the 32-bit values in the low halves.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 # Calls the engine makes, named the same on every architecture ("mmap" is mmap2 on i386; the
 # engine only maps with offset 0, where the two agree).
@@ -18,8 +18,7 @@ SYSCALL_NAMES = (
 )
 
 
-@dataclass(frozen=True)
-class Arch:
+class Arch(NamedTuple):
     name: str
     elf_class: int  # 1 = 32-bit, 2 = 64-bit
     elf_machine: int
@@ -30,7 +29,7 @@ class Arch:
     ret_reg: str
     ip_reg: str
     orig_nr_reg: str | None  # the kernel's "syscall in progress" number; set to -1 while we inject
-    numbers: dict[str, int] = field(repr=False)
+    numbers: dict[str, int]
     tested: bool = True
 
     def nr(self, name: str) -> int:

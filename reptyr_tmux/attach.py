@@ -13,7 +13,7 @@ import os
 import signal
 import termios
 import time
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from reptyr_tmux import proc
 from reptyr_tmux.errors import ReptyrError, TargetGone
@@ -32,15 +32,14 @@ SAVED_FD_BASE = 100  # park copies of the old fds out of the way of the program'
 PATH_AT, OLD_ACTION_AT, IGNORE_ACTION_AT, SPARE_ACTION_AT, PGRP_AT = 0, 1024, 1280, 1408, 1536
 
 
-@dataclass
-class Attached:
+class Attached(NamedTuple):
     pid: int
     old_tty: str
     new_tty: str
     fds: list[int]
     new_session: bool
     stopped_job: bool
-    steps: list[str] = field(default_factory=list)
+    steps: list[str]
 
 
 def attach(pid: int, tty_path: str, force_stdio: bool = False, verbose: bool = False) -> Attached:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import platform
 import select
 import signal
 import stat
@@ -360,7 +359,7 @@ def _runs(path: str) -> bool:
 def holder_elf_path() -> str | None:
     """The holder ELF as a file tmux can exec, written once per content (named by its sha256);
     None on other architectures, when REPTYR_TMUX_HOLDER_PYTHON=1, or if no usable place exists."""
-    if platform.machine() != "x86_64" or os.environ.get(FORCE_PYTHON_ENV) == "1":
+    if machine() != "x86_64" or os.environ.get(FORCE_PYTHON_ENV) == "1":
         return None
     import hashlib
 
@@ -463,6 +462,11 @@ def _restore_python_ignored_signals() -> None:
         signal.signal(signum, signal.SIG_DFL)
 
 
+def machine() -> str:
+    """The CPU architecture we run on (os.uname: cheaper to import than platform)."""
+    return os.uname().machine
+
+
 READY_NAME = b"reptyr-holder"  # our comm once the tty is released (what adopt waits for)
 # ... and the waiter's, after exec from the memfd (the kernel names it "memfd:<name>", cut at 15).
 READY_COMMS = frozenset({READY_NAME.decode(), f"memfd:{WAITER_NAME}"[:15]})
@@ -478,7 +482,7 @@ def announce_ready() -> None:
 
 def exec_waiter() -> None:
     """Replace this process with the ELF waiter; returns only if that is impossible."""
-    if platform.machine() != "x86_64" or os.environ.get(FORCE_PYTHON_ENV) == "1":
+    if machine() != "x86_64" or os.environ.get(FORCE_PYTHON_ENV) == "1":
         return
     try:
         fd = _memfd_with(waiter_elf())

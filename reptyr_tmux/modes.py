@@ -14,13 +14,12 @@ from __future__ import annotations
 import os
 import subprocess
 import termios
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from reptyr_tmux import proc
 
 
-@dataclass(frozen=True)
-class Mode:
+class Mode(NamedTuple):
     name: str
     tmux_flag: str  # the format that reads it from a tmux pane
     sequence: str  # what a program writes to set it

@@ -7,16 +7,14 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from reptyr_tmux.errors import ReptyrError
 
 READY_WITHIN_S = 5.0
 
 
-@dataclass(frozen=True)
-class Pane:
+class Pane(NamedTuple):
     pane_id: str
     pane_pid: int
     pane_tty: str

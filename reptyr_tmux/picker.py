@@ -11,7 +11,7 @@ import argparse
 import os
 import shlex
 import sys
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from reptyr_tmux import proc
 from reptyr_tmux.errors import Refusal, ReptyrError
@@ -26,8 +26,7 @@ OPTION_DEFAULTS = {"@reptyr-placement": "window", "@reptyr-redraw": "on",
                    "@reptyr-remain-on-exit": "off", "@reptyr-pick-all": "off", "@reptyr-modes": "auto"}
 
 
-@dataclass
-class Candidate:
+class Candidate(NamedTuple):
     pid: int
     starttime: int
     tty: str

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
+from typing import NamedTuple
 
 PF_KTHREAD = 0x00200000
 DEV_TTY = os.makedev(5, 0)
 DEV_CONSOLE = os.makedev(5, 1)
 
 
-@dataclass(frozen=True)
-class Stat:
+class Stat(NamedTuple):
     """The fields of /proc/PID/stat the engine needs."""
 
     pid: int

@@ -16,7 +16,7 @@ import contextlib
 import os
 import signal
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from reptyr_tmux import proc
 from reptyr_tmux.errors import Refusal, ReptyrError
@@ -31,15 +31,13 @@ HUP_GRACE_S = 0.3  # how long a holder gets to react to losing the master before
 PTMX = ("/dev/ptmx", "/dev/pts/ptmx")
 
 
-@dataclass(frozen=True)
-class MasterHolder:
+class MasterHolder(NamedTuple):
     pid: int
     fds: tuple[int, ...]
     comm: str
 
 
-@dataclass(frozen=True)
-class Session:
+class Session(NamedTuple):
     """A terminal session to steal: its pty, its leader, and who holds the master."""
 
     tty_index: int

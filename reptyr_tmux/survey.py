@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from reptyr_tmux import proc
 from reptyr_tmux.errors import Refusal
@@ -16,19 +16,18 @@ MAX_PID_FILE = "/proc/sys/kernel/pid_max"
 OUR_OWN = frozenset({"reptyr-holder", "memfd:reptyr-tm", "reptyr-relay"})  # holder, its waiter, relay
 
 
-@dataclass
-class Plan:
+class Plan(NamedTuple):
     """What the engine will do to one target, decided before touching it."""
 
     pid: int
     stat: proc.Stat
     fds: list[int]  # the target's fds to point at the new terminal
-    fd_cloexec: dict[int, bool] = field(default_factory=dict)
-    old_ctty_fd: int | None = None  # an fd of the target open on its controlling tty
-    missing_fds: set[int] = field(default_factory=set)  # -s: stdio fds the target has closed
-    open_flags: int = 0  # O_NONBLOCK if the program's terminal fd had it
-    stop_first: bool = False  # send SIGTSTP so its shell gets the prompt back
-    orphaned: bool = False
+    fd_cloexec: dict[int, bool]
+    old_ctty_fd: int | None  # an fd of the target open on its controlling tty
+    missing_fds: set[int]  # -s: stdio fds the target has closed
+    open_flags: int  # O_NONBLOCK if the program's terminal fd had it
+    stop_first: bool  # send SIGTSTP so its shell gets the prompt back
+    orphaned: bool
 
     @property
     def session_leader(self) -> bool:
@@ -88,15 +87,17 @@ def survey(pid: int, force_stdio: bool = False, stats: list[proc.Stat] | None = 
         raise Refusal(f"process {describe(stat)} has no terminal open (its fds point elsewhere); "
                       "use -s to attach its stdin, stdout and stderr anyway")
     _refuse_other_foreground(stat, stats)
-    plan = Plan(pid=pid, stat=stat, fds=fds, old_ctty_fd=old_ctty_fd)
-    plan.missing_fds = set(fds) - set(proc.open_fds(pid))
-    present = [fd for fd in fds if fd not in plan.missing_fds]
-    plan.fd_cloexec = {fd: bool(_flags(pid, fd) & os.O_CLOEXEC) for fd in present}
-    plan.open_flags = _flags(pid, present[0]) & os.O_NONBLOCK if present else 0
-    plan.orphaned = proc.is_orphaned_group(stat.pgid, stat.sid, stats)
+    missing = set(fds) - set(proc.open_fds(pid))
+    present = [fd for fd in fds if fd not in missing]
+    orphaned = proc.is_orphaned_group(stat.pgid, stat.sid, stats)
     ignores_tstp = proc.has_signal(proc.signal_mask(status, "SigIgn"), signal.SIGTSTP)
-    plan.stop_first = (plan.has_ctty and not plan.orphaned and stat.state != "T" and not ignores_tstp)
-    return plan
+    # A shell's job is stopped first so its shell takes the prompt back; an orphaned group would
+    # ignore the stop (the kernel drops it), so it is not asked.
+    stop_first = stat.tty_dev is not None and not orphaned and stat.state != "T" and not ignores_tstp
+    return Plan(pid=pid, stat=stat, fds=fds, old_ctty_fd=old_ctty_fd, missing_fds=missing,
+                fd_cloexec={fd: bool(_flags(pid, fd) & os.O_CLOEXEC) for fd in present},
+                open_flags=_flags(pid, present[0]) & os.O_NONBLOCK if present else 0, orphaned=orphaned,
+                stop_first=stop_first)
 
 
 def _refuse_unmovable(stat: proc.Stat, status: dict[str, str]) -> None:

@@ -394,7 +394,7 @@ def test_holder_argv_falls_back_to_python(elf_cache: Path, monkeypatch: pytest.M
     monkeypatch.setenv(holder.FORCE_PYTHON_ENV, "1")
     assert holder.holder_argv(1) is None
     monkeypatch.delenv(holder.FORCE_PYTHON_ENV)
-    monkeypatch.setattr(holder.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(holder, "machine", lambda: "aarch64")
     assert holder.holder_argv(1) is None
     monkeypatch.undo()
     blocker = elf_cache.parent / "file"
