@@ -162,3 +162,12 @@ def test_stdio_mode_on_a_target_without_terminal(spawn):
     term.write(b"no tty before\n")
     term.expect("got: no tty before")
     assert victim.stat().tty_dev == os.stat(term.slave_path).st_rdev
+
+
+def test_a_stopped_target_is_moved_and_continued(spawn):
+    victim = spawn.on_pty(ECHO)
+    os.kill(victim.pid, signal.SIGSTOP)
+    wait_for(lambda: victim.stat().state == "T", what="the stop")
+    term, _ = move(spawn, victim)
+    term.write(b"awake\n")
+    term.expect("got: awake")
