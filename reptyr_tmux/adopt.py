@@ -1,7 +1,9 @@
-"""Adopt a running process into a new tmux pane, whose own pty becomes its terminal.
+"""Adopt a running process into a new tmux pane (or screen window).
 
-No relay process: tmux itself is the program's terminal. The pane's first process is our holder
-(holder.py), which releases the pty for the target and lives exactly as long as the target.
+Attach mode: the pane's own pty becomes the program's terminal, no relay; the pane's first process
+is our holder (holder.py), which releases the pty for it and lives exactly as long as it does.
+Steal mode: the program's whole session keeps its terminal, whose master a relay (relay.py) in the
+pane takes over from its old holder (steal.py).
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 import time
 from typing import NamedTuple
 
@@ -91,7 +92,7 @@ def _attach_into_pane(pid: int, server: Multiplexer, placement: str, target: str
     # The 329-byte holder is ready in about a millisecond; the Python one (~50 ms) can also tell
     # its pid and tty through a report file, which popups and screen windows need.
     fast = None if server.needs_report(placement) else holder_argv(pid)
-    command = fast or [sys.executable, "-m", "reptyr_tmux.holder", str(pid), str(plan.stat.starttime)]
+    command = fast or [*python_argv("reptyr_tmux.holder"), str(pid), str(plan.stat.starttime)]
     pane = server.open_pane(placement, command, name, target)
     try:
         _wait_ready(pane, READY_COMMS)
