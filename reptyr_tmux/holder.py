@@ -357,14 +357,19 @@ def _runs(path: str) -> bool:
 
 
 def holder_elf_path() -> str | None:
-    """The holder ELF as a file tmux can exec, written once per content (named by its sha256);
-    None on other architectures, when REPTYR_TMUX_HOLDER_PYTHON=1, or if no usable place exists."""
+    """The holder ELF as a file tmux can exec; None on other architectures, when
+    REPTYR_TMUX_HOLDER_PYTHON=1, or if no usable place exists."""
     if machine() != "x86_64" or os.environ.get(FORCE_PYTHON_ENV) == "1":
         return None
+    return cached_elf("holder", holder_elf())
+
+
+def cached_elf(prefix: str, image: bytes) -> str | None:
+    """`image` as an executable file, written once per content (named by its sha256) in a private
+    cache directory, and checked to run there (exit 2 without arguments); None if nowhere works."""
     import hashlib
 
-    image = holder_elf()
-    name = f"holder-{hashlib.sha256(image).hexdigest()[:16]}"
+    name = f"{prefix}-{hashlib.sha256(image).hexdigest()[:16]}"
     for directory in _cache_dirs():
         if not _private_dir(directory):
             continue

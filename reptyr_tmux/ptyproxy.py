@@ -55,6 +55,8 @@ def _pump(master_fd: int, in_fd: int, out_fd: int) -> None:
         if master_fd in readable:
             try:
                 data = os.read(master_fd, CHUNK)
+            except BlockingIOError:
+                continue  # a non-blocking master that had nothing after all
             except OSError as e:
                 if e.errno == errno.EIO:
                     return  # every slave fd closed: the program is gone
@@ -70,6 +72,10 @@ def _pump(master_fd: int, in_fd: int, out_fd: int) -> None:
 
 
 def _write_all(fd: int, data: bytes) -> None:
+    """All of it, also to a non-blocking fd (a stolen master keeps its old holder's flags)."""
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            select.select([], [fd], [])
