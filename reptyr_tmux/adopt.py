@@ -90,7 +90,7 @@ def adopt(pid: int, server: Multiplexer, placement: str = "window", target: str 
 def _attach_into_pane(pid: int, server: Multiplexer, placement: str, target: str | None, name: str,
                       force_stdio: bool) -> Pane:
     plan = survey(pid, force_stdio)  # refuse before any pane exists
-    # The 329-byte holder is ready in about a millisecond; the Python one (~50 ms) can also tell
+    # The 343-byte holder is ready in about a millisecond; the Python one (~50 ms) can also tell
     # its pid and tty through a report file, which popups and screen windows need.
     fast = None if server.needs_report(placement) else holder_argv(pid)
     command = fast or [*python_argv("reptyr_tmux.holder"), str(pid), str(plan.stat.starttime)]

@@ -194,6 +194,49 @@ def _assemble(items: list) -> bytes:
     return bytes(out)
 
 
+def exits() -> list:
+    """usage: exit_group(2), bad arguments; fail: exit_group(1), no target / no fd; exit: status in rdi.
+    Shared by the holder and the native relay."""
+    return [
+        _label("usage"),
+        b"\x6a" + bytes([EXIT_USAGE]),            # push   2
+        b"\x5f",                                  # pop    rdi             ; status 2: bad argument
+        _jump(b"\xeb", "exit"),                    # jmp    exit
+        _label("fail"),
+        b"\x6a" + bytes([EXIT_NO_TARGET]),        # push   1
+        b"\x5f",                                  # pop    rdi             ; status 1: nothing to hold, relay
+        _label("exit"),
+        b"\xb8" + _le32(SYS_EXIT_GROUP),          # mov    eax, 231        ; SYS_exit_group
+        b"\x0f\x05",                              # syscall
+    ]
+
+
+def parse_subroutine() -> list:
+    """parse: the decimal string at rsi (0 .. PID_MAX) -> rdx; anything else jumps to "usage" (exit 2).
+    Shared by the holder and the native relay; place it within a short jump of "usage"."""
+    return [
+        _label("parse"),
+        b"\x31\xd2",                              # xor    edx, edx        ; the value
+        b"\x31\xc0",                              # xor    eax, eax        ; bits 8-63 stay 0
+        b"\x80\x3e\x00",                          # cmp    byte [rsi], 0
+        _jump(b"\x74", "usage"),                   # je     usage           ; empty
+        _label("digit"),
+        b"\xac",                                  # lodsb                  ; al = *rsi++
+        b"\x84\xc0",                              # test   al, al
+        _jump(b"\x74", "parsed"),                  # je     parsed          ; the terminating NUL
+        b"\x2c\x30",                              # sub    al, '0'
+        b"\x3c\x09",                              # cmp    al, 9
+        _jump(b"\x77", "usage"),                   # ja     usage           ; not a decimal digit
+        b"\x48\x6b\xd2\x0a",                      # imul   rdx, rdx, 10    ; rdx <= PID_MAX: no overflow
+        b"\x48\x01\xc2",                          # add    rdx, rax
+        b"\x48\x81\xfa" + _le32(PID_MAX),         # cmp    rdx, 0x7fffffff
+        _jump(b"\x76", "digit"),                   # jbe    digit
+        _jump(b"\xeb", "usage"),                   # jmp    usage           ; too large
+        _label("parsed"),
+        b"\xc3",                                  # ret
+    ]
+
+
 def _holder_code() -> bytes:
     """x86_64 code for ``holder PID``: parse PID, ignore SIGHUP, TIOCNOTTY, pidfd_open(PID),
     rename to "reptyr-holder" (the ready sign), then poll the pidfd until the target exits."""
@@ -203,34 +246,12 @@ def _holder_code() -> bytes:
         b"\x48\x83\xf9\x02",                      # cmp    rcx, 2          ; exactly one argument
         _jump(b"\x75", "usage"),                   # jne    usage
         b"\x48\x8b\x74\x24\x10",                  # mov    rsi, [rsp+16]   ; argv[1]
-        b"\x31\xdb",                              # xor    ebx, ebx        ; the pid, kept in rbx
-        b"\x31\xc0",                              # xor    eax, eax        ; bits 8-63 stay 0
-        _label("digit"),
-        b"\xac",                                  # lodsb                  ; al = *rsi++
-        b"\x84\xc0",                              # test   al, al
-        _jump(b"\x74", "parsed"),                  # je     parsed          ; the terminating NUL
-        b"\x2c\x30",                              # sub    al, '0'
-        b"\x3c\x09",                              # cmp    al, 9
-        _jump(b"\x77", "usage"),                   # ja     usage           ; not a decimal digit
-        b"\x48\x6b\xdb\x0a",                      # imul   rbx, rbx, 10    ; rbx <= PID_MAX: no overflow
-        b"\x48\x01\xc3",                          # add    rbx, rax
-        b"\x48\x81\xfb" + _le32(PID_MAX),         # cmp    rbx, 0x7fffffff
-        _jump(b"\x76", "digit"),                   # jbe    digit
-        _jump(b"\xeb", "usage"),                   # jmp    usage           ; too large
-        _label("parsed"),
-        b"\x85\xdb",                              # test   ebx, ebx        ; empty, or 0?
+        _rip_relative(b"\xe8", "parse"),          # call   parse           ; rdx = the pid
+        b"\x48\x89\xd3",                          # mov    rbx, rdx        ; the pid, kept in rbx
+        b"\x85\xdb",                              # test   ebx, ebx        ; 0?
         _jump(b"\x75", "setup"),                   # jne    setup
-        # the failure exits sit here, within reach of every short jump to them
-        _label("usage"),
-        b"\x6a" + bytes([EXIT_USAGE]),            # push   2
-        b"\x5f",                                  # pop    rdi             ; status 2: bad argument
-        _jump(b"\xeb", "exit"),                    # jmp    exit
-        _label("fail"),
-        b"\x6a" + bytes([EXIT_NO_TARGET]),        # push   1
-        b"\x5f",                                  # pop    rdi             ; status 1: no such process
-        _label("exit"),
-        b"\xb8" + _le32(SYS_EXIT_GROUP),          # mov    eax, 231        ; SYS_exit_group
-        b"\x0f\x05",                              # syscall
+        *exits(),                                  # here, within reach of every short jump to them
+        *parse_subroutine(),                       # (never falls through: exit_group is above)
         _label("setup"),
         # 2. rt_sigaction(SIGHUP, &{handler=SIG_IGN, flags=0, restorer=0, mask=0}, NULL, 8)
         b"\x6a\x00",                              # push   0               ; sa_mask

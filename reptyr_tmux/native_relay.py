@@ -36,12 +36,8 @@ import signal
 import termios
 
 from reptyr_tmux.holder import (
-    EXIT_NO_TARGET,
-    EXIT_USAGE,
-    PID_MAX,
     POLLIN,
     PR_SET_NAME,
-    SYS_EXIT_GROUP,
     SYS_IOCTL,
     SYS_PIDFD_OPEN,
     SYS_POLL,
@@ -53,7 +49,9 @@ from reptyr_tmux.holder import (
     _le32,
     _rip_relative,
     cached_elf,
+    exits,
     machine,
+    parse_subroutine,
 )
 from reptyr_tmux.pidfd import SYS_PIDFD_GETFD
 from reptyr_tmux.relay import RELAY_NAME
@@ -354,47 +352,6 @@ def _finish() -> list:
     ]
 
 
-def _exits() -> list:
-    """exit_group(2) for bad arguments, exit_group(1) when the fd cannot be taken."""
-    return [
-        _label("usage"),
-        b"\x6a" + bytes([EXIT_USAGE]),            # push   2
-        b"\x5f",                                  # pop    rdi             ; status 2: bad argument
-        _jump(b"\xeb", "exit"),                    # jmp    exit
-        _label("fail"),
-        b"\x6a" + bytes([EXIT_NO_TARGET]),        # push   1
-        b"\x5f",                                  # pop    rdi             ; status 1: no fd to relay
-        _label("exit"),
-        b"\xb8" + _le32(SYS_EXIT_GROUP),          # mov    eax, 231        ; SYS_exit_group
-        b"\x0f\x05",                              # syscall
-    ]
-
-
-def _parse_subroutine() -> list:
-    """parse: the decimal string at rsi (0 .. PID_MAX) -> rdx; anything else exits 2."""
-    return [
-        _label("parse"),
-        b"\x31\xd2",                              # xor    edx, edx        ; the value
-        b"\x31\xc0",                              # xor    eax, eax        ; bits 8-63 stay 0
-        b"\x80\x3e\x00",                          # cmp    byte [rsi], 0
-        _jump(b"\x74", "usage"),                   # je     usage           ; empty
-        _label("digit"),
-        b"\xac",                                  # lodsb                  ; al = *rsi++
-        b"\x84\xc0",                              # test   al, al
-        _jump(b"\x74", "parsed"),                  # je     parsed          ; the terminating NUL
-        b"\x2c\x30",                              # sub    al, '0'
-        b"\x3c\x09",                              # cmp    al, 9
-        _jump(b"\x77", "usage"),                   # ja     usage           ; not a decimal digit
-        b"\x48\x6b\xd2\x0a",                      # imul   rdx, rdx, 10    ; rdx <= PID_MAX: no overflow
-        b"\x48\x01\xc2",                          # add    rdx, rax
-        b"\x48\x81\xfa" + _le32(PID_MAX),         # cmp    rdx, 0x7fffffff
-        _jump(b"\x76", "digit"),                   # jbe    digit
-        _jump(b"\xeb", "usage"),                   # jmp    usage           ; too large
-        _label("parsed"),
-        b"\xc3",                                  # ret
-    ]
-
-
 def _write_all_subroutine() -> list:
     """write_all: write(edi, rsi, rdx) until all is written; waits in poll while the fd is full
     (a non-blocking master says EAGAIN); an error ends the relay. Keeps rbx, r12-r15."""
@@ -463,8 +420,8 @@ def relay_code() -> bytes:
         *_nudge_foreground(),
         *_relay_loop(),
         *_finish(),
-        *_exits(),
-        *_parse_subroutine(),
+        *exits(),
+        *parse_subroutine(),
         *_write_all_subroutine(),
         *_winsize_subroutine(),
         _label("name"),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import wait_for as wait_until
 
 from reptyr_tmux import holder
 
@@ -53,14 +54,6 @@ def holder_env(force_python: bool) -> dict[str, str]:
     if force_python:
         env[holder.FORCE_PYTHON_ENV] = "1"
     return env
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
 
 
 def spawn_on_new_pty(argv: list[str], env: dict[str, str]) -> tuple[int, int, str]:
