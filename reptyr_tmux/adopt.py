@@ -23,6 +23,7 @@ from reptyr_tmux.modes import apply as apply_modes
 from reptyr_tmux.modes import modes_of as terminal_modes
 from reptyr_tmux.mux import Multiplexer, Pane
 from reptyr_tmux.native_relay import relay_argv
+from reptyr_tmux.pidfd import available as pidfd_getfd_available
 from reptyr_tmux.relay import RELAY_NAME
 from reptyr_tmux.steal import SessionMoved, find_session, silence_holders
 from reptyr_tmux.survey import choose_mode, describe, survey
@@ -124,7 +125,8 @@ def _steal_into_pane(pid: int, server: Multiplexer, placement: str, target: str 
     start = proc.read_stat(holder.pid).starttime
     # The 933-byte native relay costs ~4 ms CPU per MiB and 32 kB; the Python one (~6 ms, ~13 MB)
     # also runs elsewhere and can report its pid and tty, which popups and screen windows need.
-    fast = None if server.needs_report(placement) else relay_argv(holder.pid, holder.fds[0])
+    native = not server.needs_report(placement) and pidfd_getfd_available()  # it needs pidfd_getfd
+    fast = relay_argv(holder.pid, holder.fds[0]) if native else None
     command = fast or [*python_argv("reptyr_tmux.relay"), str(holder.pid), str(start), str(holder.fds[0])]
     pane = server.open_pane(placement, command, name, target)
     try:

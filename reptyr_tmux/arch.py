@@ -14,7 +14,7 @@ from typing import NamedTuple
 # engine only maps with offset 0, where the two agree).
 SYSCALL_NAMES = (
     "close", "mmap", "munmap", "rt_sigaction", "ioctl", "clone", "wait4", "fcntl",
-    "setpgid", "setsid", "openat", "dup3",
+    "setpgid", "setsid", "openat", "dup3", "socket", "connect", "sendmsg",
 )
 
 
@@ -51,14 +51,14 @@ X86_64 = Arch(
     name="x86_64", elf_class=2, elf_machine=62, word=8, syscall_insn=b"\x0f\x05",
     nr_reg="rax", arg_regs=("rdi", "rsi", "rdx", "r10", "r8", "r9"), ret_reg="rax",
     ip_reg="rip", orig_nr_reg="orig_rax",
-    numbers=_numbers(3, 9, 11, 13, 16, 56, 61, 72, 109, 112, 257, 292),
+    numbers=_numbers(3, 9, 11, 13, 16, 56, 61, 72, 109, 112, 257, 292, 41, 42, 46),
 )
 
 I386 = Arch(
     name="i386", elf_class=1, elf_machine=3, word=4, syscall_insn=b"\xcd\x80",
     nr_reg="rax", arg_regs=("rbx", "rcx", "rdx", "rsi", "rdi", "rbp"), ret_reg="rax",
     ip_reg="rip", orig_nr_reg="orig_rax",
-    numbers=_numbers(6, 192, 91, 174, 54, 120, 114, 55, 57, 66, 295, 330),
+    numbers=_numbers(6, 192, 91, 174, 54, 120, 114, 55, 57, 66, 295, 330, 359, 362, 370),
 )
 
 # aarch64 is a table entry, not yet run on real hardware here: python-ptrace reads its registers
@@ -67,7 +67,7 @@ AARCH64 = Arch(
     name="aarch64", elf_class=2, elf_machine=183, word=8, syscall_insn=b"\x01\x00\x00\xd4",
     nr_reg="r8", arg_regs=("r0", "r1", "r2", "r3", "r4", "r5"), ret_reg="r0",
     ip_reg="pc", orig_nr_reg=None,
-    numbers=_numbers(57, 222, 215, 134, 29, 220, 260, 25, 154, 157, 56, 24),
+    numbers=_numbers(57, 222, 215, 134, 29, 220, 260, 25, 154, 157, 56, 24, 198, 203, 211),
     tested=False,
 )
 

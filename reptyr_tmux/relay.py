@@ -11,6 +11,7 @@ stolen session, just as closing a terminal window would.
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import os
 import signal
@@ -34,13 +35,24 @@ def nudge_foreground(master: int) -> None:
         pass
 
 
+def _take_master(holder_pid: int, fd: int) -> int:
+    try:
+        return take_fd(holder_pid, fd)
+    except OSError as e:
+        if e.errno != errno.ENOSYS:
+            raise
+    from reptyr_tmux.steal import MasterHolder, grab_master  # kernels < 5.6 only: the heavy way
+
+    return grab_master(MasterHolder(holder_pid, (fd,), ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
         holder_pid, starttime, fd = (int(a) for a in args[:3])
         if proc.read_stat(holder_pid).starttime != starttime:
             raise ValueError(f"process {holder_pid} is not the one that held the terminal any more")
-        master = take_fd(holder_pid, fd)
+        master = _take_master(holder_pid, fd)
     except Exception as e:  # say why in the pane, briefly, then go
         print(f"reptyr-tmux relay: {e}", file=sys.stderr)
         return 1

@@ -13,8 +13,12 @@ While the holder lets go it may send the session leader SIGHUP (a terminal emula
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
+import socket
+import struct
+import tempfile
 import time
 from typing import NamedTuple
 
@@ -74,12 +78,60 @@ def _ptmx_holder(pid: int, index: int) -> MasterHolder | None:
 
 
 def grab_master(holder: MasterHolder) -> int:
-    """A copy of the holder's master fd, taken with pidfd_getfd (nothing runs in the holder)."""
+    """A copy of the holder's master fd: pidfd_getfd (nothing runs in the holder), or, on kernels
+    without it (< 5.6), the holder made to send it to us over a private unix socket."""
     try:
         return take_fd(holder.pid, holder.fds[0])
     except OSError as e:
+        if e.errno == errno.ENOSYS:
+            return _master_sent_by_holder(holder)
         raise Refusal(f"cannot take the terminal from process {holder.pid} ({printable(holder.comm)}): "
                       f"{e.strerror}; it must be yours (or run as root)") from None
+
+
+def _master_sent_by_holder(holder: MasterHolder) -> int:
+    """SCM_RIGHTS from inside the holder: socket, connect to our listener (in a 0700 directory, so no
+    one else can connect or listen there), sendmsg the fd, close. Nothing in it changes for good."""
+    with tempfile.TemporaryDirectory(prefix="reptyr-tmux-") as private:
+        path = os.path.join(private, "master")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            listener.bind(path)
+            listener.listen(1)
+            listener.settimeout(5)
+            target = RemoteProcess.infect(holder.pid)
+            try:
+                _send_fd_from(target, holder.fds[0], path)
+            finally:
+                target.cure()
+            connection, _ = listener.accept()
+            with connection:
+                _, fds, _, _ = socket.recv_fds(connection, 1, 1)
+    if not fds:
+        raise Refusal(f"process {holder.pid} did not pass its terminal over")
+    return fds[0]
+
+
+def _send_fd_from(target: RemoteProcess, fd: int, path: str) -> None:
+    word = "Q" if target.arch.word == 8 else "I"
+    with target.scratch() as page:
+        address = struct.pack("<H", socket.AF_UNIX) + os.fsencode(path) + b"\0"
+        iovec, byte, control, message = page + 512, page + 600, page + 640, page + 256
+        cmsg = struct.pack(f"<{word}iii", struct.calcsize(f"<{word}ii") + 4, socket.SOL_SOCKET,
+                           socket.SCM_RIGHTS, fd)
+        cmsg += bytes(-len(cmsg) % target.arch.word)  # CMSG_SPACE: padded to a word
+        header = (struct.pack(f"<{word}I{'4x' if word == 'Q' else ''}{word}{word}{word}{word}i",
+                              0, 0, iovec, 1, control, len(cmsg), 0))
+        target.write(page, address)
+        target.write(iovec, struct.pack(f"<{word}{word}", byte, 1))
+        target.write(byte, b"m")
+        target.write(control, cmsg)
+        target.write(message, header)
+        sock = target.syscall("socket", socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC, 0)
+        try:
+            target.syscall("connect", sock, page, len(address))
+            target.syscall("sendmsg", sock, message, 0)
+        finally:
+            target.syscall("close", sock)
 
 
 class SessionMoved(ReptyrError):

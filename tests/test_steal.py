@@ -196,3 +196,43 @@ def test_fault_after_the_holder_let_go_keeps_the_session_in_the_pane(sshd, tmux,
     tmux("send-keys", "-t", "main:1", "C-c")
     tmux("send-keys", "-t", "main:1", "echo still-in-the-pane", "Enter")
     tmux.wait_screen("main:1", "still-in-the-pane\n")
+
+
+def test_master_is_passed_over_a_socket_where_pidfd_getfd_is_missing(sshd, monkeypatch):
+    """Linux < 5.6: the holder itself sends us its master (SCM_RIGHTS), and is left as it was."""
+    from reptyr_tmux.steal import find_session, grab_master
+
+    monkeypatch.setenv("REPTYR_TMUX_NO_PIDFD_GETFD", "1")
+    session = find_session(sshd.shells[0])
+    holder = session.holders[0]
+    fds_before = {fd: proc.fd_target(holder.pid, fd) for fd in proc.open_fds(holder.pid)}
+    master = grab_master(holder)
+    try:
+        with open(f"/proc/self/fdinfo/{master}") as f:
+            assert f"tty-index:\t{session.tty_index}\n" in f.read()
+        assert {fd: proc.fd_target(holder.pid, fd) for fd in proc.open_fds(holder.pid)} == fds_before
+    finally:
+        os.close(master)
+    sshd.type(0, "echo holder-still-fine")
+    sshd.wait_log(0, "holder-still-fine\r\n")
+
+
+def test_steal_mode_end_to_end_without_pidfd_getfd(sshd, tmp_path):
+    server = Tmux(f"reptyr-test-nogetfd-{os.getpid()}")
+    env = dict(os.environ, REPTYR_TMUX_NO_PIDFD_GETFD="1")
+    subprocess.run([*server.argv, "-f", "/dev/null", "new-session", "-d", "-s", "main", "-x", "100",
+                    "-y", "30"], check=True, env=env)  # its panes inherit the setting
+    try:
+        sshd.type(0, "bash -c 'while :; do echo old-kernel-tick; sleep 0.2; done'")
+        sshd.wait_log(0, "old-kernel-tick")
+        result = subprocess.run([*CLI, "adopt", "-L", server.socket, "-t", "main", str(sshd.job(0))],
+                                capture_output=True, text=True, env=env, timeout=30)
+        assert result.returncode == 0, result.stderr
+        relay = int(server.pane("main:1", "#{pane_pid}"))
+        assert "python" in os.readlink(f"/proc/{relay}/exe")  # the native relay needs pidfd_getfd
+        server.wait_screen("main:1", "old-kernel-tick")
+        server("send-keys", "-t", "main:1", "C-c")
+        server("send-keys", "-t", "main:1", "echo via-socket", "Enter")
+        server.wait_screen("main:1", "via-socket\n")
+    finally:
+        subprocess.run([*server.argv, "kill-server"], capture_output=True)
