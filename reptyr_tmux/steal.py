@@ -33,6 +33,8 @@ from reptyr_tmux.transaction import Transaction
 
 HUP_GRACE_S = 0.3  # how long a holder gets to react to losing the master before SIGHUP counts again
 PTMX = ("/dev/ptmx", "/dev/pts/ptmx")
+TIOCGPTN = 0x80045430  # _IOR('T', 0x30, unsigned int): the same on x86 and arm64; not in termios
+NO_TTY_INDEX_ENV = "REPTYR_TMUX_NO_TTY_INDEX"  # test-only: behave as on a kernel without tty-index
 
 
 class MasterHolder(NamedTuple):
@@ -67,14 +69,26 @@ def _ptmx_holder(pid: int, index: int) -> MasterHolder | None:
     fds = []
     try:
         for name in os.listdir(f"/proc/{pid}/fd"):
-            if os.readlink(f"/proc/{pid}/fd/{name}") not in PTMX:
-                continue
-            with open(f"/proc/{pid}/fdinfo/{name}") as f:
-                if f"tty-index:\t{index}\n" in f.read():
-                    fds.append(int(name))
+            if os.readlink(f"/proc/{pid}/fd/{name}") in PTMX and _pty_index(pid, int(name)) == index:
+                fds.append(int(name))
         return MasterHolder(pid, tuple(sorted(fds)), proc.read_stat(pid).comm) if fds else None
-    except OSError:
+    except (OSError, ReptyrError):
         return None
+
+
+def _pty_index(pid: int, fd: int) -> int | None:
+    """Which pty a master fd is: fdinfo's tty-index, or (kernels without it) TIOCGPTN run inside."""
+    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+        for line in f:
+            if line.startswith("tty-index:") and not os.environ.get(NO_TTY_INDEX_ENV):
+                return int(line.split()[1])
+    target = RemoteProcess.infect(pid)
+    try:
+        with target.scratch() as page:
+            target.syscall("ioctl", fd, TIOCGPTN, page)
+            return int.from_bytes(target.read(page, 4), "little")
+    finally:
+        target.cure()
 
 
 def grab_master(holder: MasterHolder) -> int:

@@ -236,3 +236,14 @@ def test_steal_mode_end_to_end_without_pidfd_getfd(sshd, tmp_path):
         server.wait_screen("main:1", "via-socket\n")
     finally:
         subprocess.run([*server.argv, "kill-server"], capture_output=True)
+
+
+def test_holder_found_with_tiocgptn_where_fdinfo_has_no_tty_index(sshd, monkeypatch):
+    from reptyr_tmux.steal import find_session
+
+    expected = find_session(sshd.shells[0])
+    monkeypatch.setenv("REPTYR_TMUX_NO_TTY_INDEX", "1")
+    found = find_session(sshd.shells[0])
+    assert found.holders == expected.holders and found.tty_index == expected.tty_index
+    sshd.type(0, "echo asked-inside")  # the holders we asked are unharmed
+    sshd.wait_log(0, "asked-inside\r\n")
