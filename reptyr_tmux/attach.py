@@ -29,7 +29,7 @@ STOP_WAIT_S = 1.0
 SAVED_FD_BASE = 100  # park copies of the old fds out of the way of the program's own
 
 # Layout of the scratch page lent by the target.
-PATH_AT, OLD_ACTION_AT, IGNORE_ACTION_AT, SPARE_ACTION_AT, PGRP_AT = 0, 1024, 1280, 1408, 1536
+PATH_AT, SIGHUP_AT, SIGCONT_AT, PGRP_AT = 0, 1024, 1280, 1536
 
 
 class Attached(NamedTuple):
@@ -72,8 +72,9 @@ def _move(tx: Transaction, plan: Plan, tty_path: str) -> None:
     # Now that it cannot fork any more, look again: a child born since the survey would share the
     # SIGHUP that giving up the old terminal sends to its group.
     tx.step("recheck-group", lambda: refuse_shared_group(proc.read_stat(pid), proc.all_stats()))
-    page = tx.step("map-scratch", lambda: _map_scratch(target), lambda a: _unmap(target, a), always=True)
-    tx.step("ignore-sighup", lambda: _ignore_sighup(target, page), lambda _: _restore_sighup(target, page),
+    page = tx.step("map-scratch", target.map_page, target.unmap_page, always=True)
+    tx.step("ignore-sighup", lambda: target.ignore_signal(signal.SIGHUP, page + SIGHUP_AT),
+            lambda old: target.restore_signal(signal.SIGHUP, old, page + SIGHUP_AT),
             always=True)
     new_fd = tx.step("open-tty", lambda: _open_in_target(target, page, tty_path, plan.open_flags),
                      lambda fd: target.syscall("close", fd), always=True)
@@ -94,6 +95,18 @@ def _move(tx: Transaction, plan: Plan, tty_path: str) -> None:
         flags = os.O_CLOEXEC if plan.fd_cloexec.get(fd) else 0
         tx.step(f"dup-over-{fd}", lambda fd=fd, flags=flags: target.syscall("dup3", new_fd, fd, flags),
                 lambda _, fd=fd, flags=flags: _put_back(target, saved, fd, flags))
+    # Last: the new terminal must still be there (its tmux pane or server may have died meanwhile);
+    # if not, everything above is undone rather than leaving the program on a dead terminal.
+    tx.step("check-new-tty", lambda: _still_there(tty_path))
+
+
+def _still_there(tty_path: str) -> None:
+    try:
+        os.close(os.open(tty_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK))
+    except OSError as e:
+        raise ReptyrError(f"the new terminal {tty_path} went away while the process was moving to it "
+                          f"({e.strerror}): its pane or tmux server closed; the process was left as "
+                          "it was") from None
 
 
 def _put_back(target: RemoteProcess, saved: dict[int, int], fd: int, flags: int) -> None:
@@ -140,20 +153,11 @@ def _old_ctty_fd(tx: Transaction, target: RemoteProcess, plan: Plan) -> int:
 def _give_up_ctty(target: RemoteProcess, page: int, fd: int) -> None:
     """TIOCNOTTY as session leader. The kernel then sends SIGHUP and SIGCONT to the terminal's
     foreground group, i.e. to the target: they wait, blocked; drop the SIGCONT here (SIGHUP is
-    dropped when its disposition is put back) so nothing of ours reaches the program."""
+    dropped when its disposition is put back) so nothing of ours reaches the program. (Ignoring a
+    signal discards its pending instances.)"""
     target.syscall("ioctl", fd, TIOCNOTTY, 0)
-    _drop_pending(target, page, signal.SIGCONT)
-
-
-def _drop_pending(target: RemoteProcess, page: int, signum: int) -> None:
-    """Setting a signal to SIG_IGN discards its pending instances (POSIX); then put the action back."""
-    target.write(page + IGNORE_ACTION_AT, _ignore_action(target))
-    target.syscall("rt_sigaction", signum, page + IGNORE_ACTION_AT, page + SPARE_ACTION_AT, 8)
-    target.syscall("rt_sigaction", signum, page + SPARE_ACTION_AT, 0, 8)
-
-
-def _ignore_action(target: RemoteProcess) -> bytes:
-    return (1).to_bytes(target.arch.word, "little") + bytes(32)  # handler SIG_IGN, no flags, no mask
+    target.restore_signal(signal.SIGCONT, target.ignore_signal(signal.SIGCONT, page + SIGCONT_AT),
+                          page + SIGCONT_AT)
 
 
 def _retake_ctty(target: RemoteProcess, page: int, old_fd: int, foreground_pgrp: int) -> None:
@@ -212,27 +216,6 @@ def _stop_job(pid: int) -> bool:
             return True
         time.sleep(0.0005)
     return False
-
-
-def _map_scratch(target: RemoteProcess) -> int:
-    prot_rw, map_private_anonymous = 0x3, 0x22
-    return target.syscall("mmap", 0, 4096, prot_rw, map_private_anonymous, -1, 0)
-
-
-def _unmap(target: RemoteProcess, address: int) -> None:
-    target.syscall("munmap", address, 4096)
-
-
-def _ignore_sighup(target: RemoteProcess, page: int) -> None:
-    """Ignore SIGHUP while terminals change hands (TIOCNOTTY hangs up the old foreground group)."""
-    target.write(page + IGNORE_ACTION_AT, _ignore_action(target))
-    target.syscall("rt_sigaction", signal.SIGHUP, page + IGNORE_ACTION_AT, page + OLD_ACTION_AT, 8)
-
-
-def _restore_sighup(target: RemoteProcess, page: int) -> None:
-    """Re-ignore first, which drops a SIGHUP our TIOCNOTTY left pending, then the old action."""
-    target.syscall("rt_sigaction", signal.SIGHUP, page + IGNORE_ACTION_AT, 0, 8)
-    target.syscall("rt_sigaction", signal.SIGHUP, page + OLD_ACTION_AT, 0, 8)
 
 
 def _open_in_target(target: RemoteProcess, page: int | None, path: str, flags: int = 0) -> int:

@@ -78,7 +78,6 @@ class RemoteProcess:
         self.injected = False
         self.deferred_signals: list[int] = []
         self.saved_mask: int | None = None
-        self.new_child: int | None = None
         self._mem = os.open(f"/proc/{pid}/mem", os.O_RDWR)
         self.insn_addr = parent.insn_addr if parent else self._find_syscall_insn()
 
@@ -212,13 +211,11 @@ class RemoteProcess:
         stopsig, event = os.WSTOPSIG(status), status >> 16
         if stopsig == SYSCALL_STOP:
             return True
-        if event in (pt.PTRACE_EVENT_FORK, pt.PTRACE_EVENT_VFORK, pt.PTRACE_EVENT_CLONE):
-            self.new_child = pt.ptrace_geteventmsg(self.pid)
-        elif event == 0 and not self._ignores(stopsig):
+        if event == 0 and not self._ignores(stopsig):
             # Only a signal that cannot be blocked gets here (all others wait, pending): keep it for
             # after the detach.
             self.deferred_signals.append(stopsig)
-        # Group stops and PTRACE_EVENT_STOPs need nothing: we simply carry on.
+        # Group stops, PTRACE_EVENT_STOPs and our dummy's clone event need nothing: we carry on.
         return False
 
     def _ignores(self, signum: int) -> bool:
@@ -232,15 +229,37 @@ class RemoteProcess:
         if os.pwrite(self._mem, data, address) != len(data):
             raise RemoteError("write to target memory", 5)
 
+    # -- signal dispositions (the kernel's struct sigaction: handler, flags, restorer, mask) --------
+    def ignore_signal(self, signum: int, at: int) -> bytes:
+        """SIG_IGN for `signum`; returns the old action, in the kernel's layout, to give back as is.
+        Uses 128 bytes of target memory at `at`."""
+        self.write(at, (1).to_bytes(self.arch.word, "little") + bytes(3 * self.arch.word + 8))
+        self.syscall("rt_sigaction", signum, at, at + 64, 8)
+        return self.read(at + 64, 3 * self.arch.word + 8)
+
+    def restore_signal(self, signum: int, old: bytes, at: int) -> None:
+        """Put `old` back. Ignoring first drops an instance that waited, blocked, meanwhile (POSIX:
+        setting SIG_IGN discards pending ones), so a hangup we caused never reaches the program."""
+        self.ignore_signal(signum, at)
+        self.write(at + 64, old)
+        self.syscall("rt_sigaction", signum, at + 64, 0, 8)
+
+    def map_page(self) -> int:
+        """A private read-write page in the target; give it back with unmap_page."""
+        prot_rw, map_private_anonymous = 0x3, 0x22
+        return self.syscall("mmap", 0, PAGE, prot_rw, map_private_anonymous, -1, 0)
+
+    def unmap_page(self, address: int) -> None:
+        self.syscall("munmap", address, PAGE)
+
     @contextmanager
     def scratch(self) -> Iterator[int]:
-        """A private page in the target, unmapped afterwards."""
-        prot_rw, map_private_anon = 0x3, 0x22
-        address = self.syscall("mmap", 0, PAGE, prot_rw, map_private_anon, -1, 0)
+        """A private page in the target for the duration of a `with`."""
+        address = self.map_page()
         try:
             yield address
         finally:
-            self.syscall("munmap", address, PAGE)
+            self.unmap_page(address)
 
     def _find_syscall_insn(self) -> int:
         insn = self.arch.syscall_insn

@@ -179,28 +179,20 @@ def silence_holders(session: Session, verbose: bool = False) -> None:
 
 
 def _ignore_sighup(pid: int) -> bytes:
-    """SIGHUP to SIG_IGN in `pid`; returns its old sigaction (kernel layout, given back as is)."""
+    """SIGHUP to SIG_IGN in `pid`; returns its old action (kernel layout, given back as is)."""
     target = RemoteProcess.infect(pid)
     try:
         with target.scratch() as page:
-            size = 4 * target.arch.word + 8
-            target.write(page + 512, (1).to_bytes(target.arch.word, "little") + bytes(size))
-            target.syscall("rt_sigaction", signal.SIGHUP, page + 512, page, 8)
-            return target.read(page, size)
+            return target.ignore_signal(signal.SIGHUP, page)
     finally:
         target.cure()
 
 
 def _restore_sighup(pid: int, old: bytes) -> None:
-    """Re-ignore first (drops a SIGHUP that waited, blocked, while we held it), then the old action."""
     target = RemoteProcess.infect(pid)
     try:
         with target.scratch() as page:
-            size = 4 * target.arch.word + 8
-            target.write(page + 512, (1).to_bytes(target.arch.word, "little") + bytes(size))
-            target.syscall("rt_sigaction", signal.SIGHUP, page + 512, 0, 8)
-            target.write(page, old)
-            target.syscall("rt_sigaction", signal.SIGHUP, page, 0, 8)
+            target.restore_signal(signal.SIGHUP, old, page)
     finally:
         target.cure()
 
