@@ -72,14 +72,15 @@ def adopt(pid: int, server: Multiplexer, placement: str = "window", target: str 
     if start_time is not None and stat.starttime != start_time:
         raise Refusal(f"process {pid} is not the one you picked (its pid was reused); pick again")
     server.refuse_own(pid)
-    chosen, why = choose_mode(pid, mode, force_stdio)
+    stats = proc.all_stats()  # one scan for choosing the mode and the checks before any pane exists
+    chosen, why = choose_mode(pid, mode, force_stdio, stats)
     name = printable(stat.comm, 40)
     old_tty = proc.pts_path(stat.tty_dev) if stat.tty_dev else None
     # Read the modes before moving: the old emulator forgets them once the terminal is left (tmux
     # closes a pane whose pty nobody holds any more).
     carried, _ = terminal_modes(pid, modes_spec, old_tty)
     move = _steal_into_pane if chosen == "steal" else _attach_into_pane
-    pane = move(pid, server, placement, target, name, force_stdio)
+    pane = move(pid, server, placement, target, name, force_stdio, stats)
     server.dress(pane, placement, name, remain_on_exit)
     if redraw and chosen == "attach":
         redraw_screen(pid)
@@ -89,8 +90,8 @@ def adopt(pid: int, server: Multiplexer, placement: str = "window", target: str 
 
 
 def _attach_into_pane(pid: int, server: Multiplexer, placement: str, target: str | None, name: str,
-                      force_stdio: bool) -> Pane:
-    plan = survey(pid, force_stdio)  # refuse before any pane exists
+                      force_stdio: bool, stats: list[proc.Stat]) -> Pane:
+    plan = survey(pid, force_stdio, stats)  # refuse before any pane exists (attach looks again)
     # The 343-byte holder is ready in about a millisecond; the Python one (~50 ms) can also tell
     # its pid and tty through a report file, which popups and screen windows need.
     fast = None if server.needs_report(placement) else holder_argv(pid)
@@ -119,8 +120,8 @@ def _retire_holders_of(tty_dev: int | None) -> None:
 
 
 def _steal_into_pane(pid: int, server: Multiplexer, placement: str, target: str | None, name: str,
-                     force_stdio: bool) -> Pane:
-    session = find_session(pid)
+                     force_stdio: bool, stats: list[proc.Stat]) -> Pane:
+    session = find_session(pid, stats)
     holder = session.holders[0]
     start = proc.read_stat(holder.pid).starttime
     # The 933-byte native relay costs ~4 ms CPU per MiB and 32 kB; the Python one (~6 ms, ~13 MB)

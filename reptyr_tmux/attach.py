@@ -44,8 +44,9 @@ class Attached(NamedTuple):
 
 def attach(pid: int, tty_path: str, force_stdio: bool = False, verbose: bool = False) -> Attached:
     """Make `tty_path` the controlling terminal of `pid` and point its terminal fds at it."""
-    plan = survey(pid, force_stdio)
-    check_tty_free(tty_path)
+    stats = proc.all_stats()  # one look at every process serves both checks
+    plan = survey(pid, force_stdio, stats)
+    check_tty_free(tty_path, stats)
     tx = Transaction(verbose)
     try:
         with tx:

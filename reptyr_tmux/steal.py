@@ -52,7 +52,7 @@ class Session(NamedTuple):
     members: tuple[int, ...]
 
 
-def find_session(pid: int) -> Session:
+def find_session(pid: int, stats: list[proc.Stat] | None = None) -> Session:
     stat = proc.read_stat(pid)
     path = proc.pts_path(stat.tty_dev) if stat.tty_dev else None
     if path is None:
@@ -61,7 +61,7 @@ def find_session(pid: int) -> Session:
     holders = tuple(h for h in (_ptmx_holder(p, index) for p in proc.all_pids()) if h)
     if not holders:
         raise Refusal(f"no process holds the master side of {path} (or we may not look at it)")
-    members = tuple(s.pid for s in proc.all_stats() if s.sid == stat.sid)
+    members = tuple(s.pid for s in stats or proc.all_stats() if s.sid == stat.sid)
     return Session(index, stat.sid, holders, members)
 
 

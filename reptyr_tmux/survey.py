@@ -167,7 +167,7 @@ def _flags(pid: int, fd: int) -> int:
         return 0
 
 
-def check_tty_free(tty_path: str) -> None:
+def check_tty_free(tty_path: str, stats: list[proc.Stat] | None = None) -> None:
     """Refuse a destination that is another session's controlling terminal (TIOCSCTTY would fail).
 
     TIOCGSID answers only for one's own terminal, so look for any process whose stat names it.
@@ -178,7 +178,7 @@ def check_tty_free(tty_path: str) -> None:
         raise Refusal(f"cannot use the new terminal {tty_path}: {e.strerror}") from None
     if not _is_terminal(tty_path):
         raise Refusal(f"{tty_path} is not a terminal device")
-    holders = [s for s in proc.all_stats() if s.tty_dev == st.st_rdev]
+    holders = [s for s in stats or proc.all_stats() if s.tty_dev == st.st_rdev]
     if holders:
         leader = min(holders, key=lambda s: (s.pid != s.sid, s.pid))
         raise Refusal(f"{tty_path} is already the controlling terminal of session {leader.sid} "
