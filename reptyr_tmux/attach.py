@@ -65,7 +65,7 @@ def attach(pid: int, tty_path: str, force_stdio: bool = False, verbose: bool = F
 
 def _move(tx: Transaction, plan: Plan, tty_path: str) -> None:
     pid = plan.pid
-    tx.step("copy-termios", lambda: _copy_termios(plan, tty_path), _restore_termios(tty_path))
+    tx.step("copy-termios", lambda: _copy_termios(plan, tty_path), restore_termios(tty_path))
     if plan.stop_first:
         tx.step("stop-job", lambda: _stop_job(pid), lambda _: _send(pid, signal.SIGCONT))
     target = tx.step("infect", lambda: RemoteProcess.infect(pid), lambda t: t.cure(), always=True)
@@ -77,7 +77,7 @@ def _move(tx: Transaction, plan: Plan, tty_path: str) -> None:
     tx.step("ignore-sighup", lambda: target.ignore_signal(signal.SIGHUP, page + SIGHUP_AT),
             lambda old: target.restore_signal(signal.SIGHUP, old, page + SIGHUP_AT),
             always=True)
-    new_fd = tx.step("open-tty", lambda: _open_in_target(target, page, tty_path, plan.open_flags),
+    new_fd = tx.step("open-tty", lambda: open_in_target(target, page, tty_path, plan.open_flags),
                      lambda fd: target.syscall("close", fd), always=True)
     saved = {fd: tx.step(f"save-fd-{fd}", lambda fd=fd: _park_fd(target, fd),
                          lambda copy: target.syscall("close", copy), always=True)
@@ -98,10 +98,10 @@ def _move(tx: Transaction, plan: Plan, tty_path: str) -> None:
                 lambda _, fd=fd, flags=flags: _put_back(target, saved, fd, flags))
     # Last: the new terminal must still be there (its tmux pane or server may have died meanwhile);
     # if not, everything above is undone rather than leaving the program on a dead terminal.
-    tx.step("check-new-tty", lambda: _still_there(tty_path))
+    tx.step("check-new-tty", lambda: still_there(tty_path))
 
 
-def _still_there(tty_path: str) -> None:
+def still_there(tty_path: str) -> None:
     try:
         os.close(os.open(tty_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK))
     except OSError as e:
@@ -147,7 +147,7 @@ def _end_dummy(target: RemoteProcess, dummy: RemoteProcess) -> None:
 def _old_ctty_fd(tx: Transaction, target: RemoteProcess, plan: Plan) -> int:
     if plan.old_ctty_fd is not None:
         return plan.old_ctty_fd
-    return tx.step("open-dev-tty", lambda: _open_in_target(target, None, "/dev/tty"),
+    return tx.step("open-dev-tty", lambda: open_in_target(target, None, "/dev/tty"),
                    lambda fd: target.syscall("close", fd), always=True)
 
 
@@ -157,8 +157,7 @@ def _give_up_ctty(target: RemoteProcess, page: int, fd: int) -> None:
     dropped when its disposition is put back) so nothing of ours reaches the program. (Ignoring a
     signal discards its pending instances.)"""
     target.syscall("ioctl", fd, TIOCNOTTY, 0)
-    target.restore_signal(signal.SIGCONT, target.ignore_signal(signal.SIGCONT, page + SIGCONT_AT),
-                          page + SIGCONT_AT)
+    target.discard_pending(signal.SIGCONT, page + SIGCONT_AT)
 
 
 def _retake_ctty(target: RemoteProcess, page: int, old_fd: int, foreground_pgrp: int) -> None:
@@ -169,10 +168,15 @@ def _retake_ctty(target: RemoteProcess, page: int, old_fd: int, foreground_pgrp:
 
 
 def _copy_termios(plan: Plan, tty_path: str) -> list | None:
-    """Give the new terminal the old one's settings; return the new one's own, for the undo."""
     source = proc.pts_path(plan.stat.tty_dev) if plan.has_ctty else None
     if source is None and plan.old_ctty_fd is not None:
         source = f"/proc/{plan.pid}/fd/{plan.old_ctty_fd}"
+    return copy_termios(source, tty_path)
+
+
+def copy_termios(source: str | None, tty_path: str) -> list | None:
+    """Give the new terminal the settings of the one at `source`; return the new one's own, for the
+    undo (None: nothing changed, e.g. the old one is not readable by us)."""
     if source is None:
         return None
     try:
@@ -188,7 +192,7 @@ def _copy_termios(plan: Plan, tty_path: str) -> list | None:
         os.close(fd)
 
 
-def _restore_termios(tty_path: str):
+def restore_termios(tty_path: str):
     def undo(previous: list | None) -> None:
         if previous is None:
             return
@@ -219,11 +223,11 @@ def _stop_job(pid: int) -> bool:
     return False
 
 
-def _open_in_target(target: RemoteProcess, page: int | None, path: str, flags: int = 0) -> int:
+def open_in_target(target: RemoteProcess, page: int | None, path: str, flags: int = 0) -> int:
     """Open `path` in the target on a high fd number, clear of every fd the program uses."""
     if page is None:
         with target.scratch() as temporary:
-            return _open_in_target(target, temporary, path, flags)
+            return open_in_target(target, temporary, path, flags)
     target.write(page + PATH_AT, os.fsencode(path) + b"\0")
     low = target.syscall("openat", AT_FDCWD, page + PATH_AT, os.O_RDWR | os.O_NOCTTY | flags, 0)
     try:

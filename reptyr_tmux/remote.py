@@ -244,6 +244,10 @@ class RemoteProcess:
         self.write(at + 64, old)
         self.syscall("rt_sigaction", signum, at + 64, 0, 8)
 
+    def discard_pending(self, signum: int, at: int) -> None:
+        """Drop a pending `signum` (one we caused) and keep the program's own disposition."""
+        self.restore_signal(signum, self.ignore_signal(signum, at), at)
+
     def map_page(self) -> int:
         """A private read-write page in the target; give it back with unmap_page."""
         prot_rw, map_private_anonymous = 0x3, 0x22

@@ -79,7 +79,7 @@ def survey(pid: int, force_stdio: bool = False, stats: list[proc.Stat] | None = 
         status = proc.read_status(pid)
     except FileNotFoundError:
         raise Refusal(f"no process {pid} exists; check the id with 'ps'") from None
-    _refuse_unmovable(stat, status)
+    refuse_unmovable(stat, status)
     stats = stats or proc.all_stats()
     refuse_shared_group(stat, stats)
     fds, old_ctty_fd = _terminal_fds(pid, stat, force_stdio)
@@ -100,7 +100,7 @@ def survey(pid: int, force_stdio: bool = False, stats: list[proc.Stat] | None = 
                 stop_first=stop_first)
 
 
-def _refuse_unmovable(stat: proc.Stat, status: dict[str, str]) -> None:
+def refuse_unmovable(stat: proc.Stat, status: dict[str, str]) -> None:
     who = describe(stat)
     if stat.flags & proc.PF_KTHREAD:
         raise Refusal(f"process {who} is a kernel thread: it has no terminal and cannot be traced")

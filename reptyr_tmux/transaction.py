@@ -8,6 +8,10 @@ aborts at a step boundary and the target is given back, instead of leaving it ha
 The test-only fault hook: REPTYR_TMUX_FAULT=<step name> makes that step fail right after it is done;
 REPTYR_TMUX_FAULT=<step name>:SIGTERM sends us that signal there instead, and <step name>:kill=PID
 kills another process there (the target, the tmux server) to test its dying at that moment.
+
+A move may have a point of no return (`roll_forward`): from there a failing step (or a fault) no longer
+undoes what came before. The remaining steps are still tried, their failures collected in
+`forward_errors`, and only the cleanups run at the end; the caller reports what did not happen.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ class Transaction:
         self._old_mask: set[int] | None = None
         self._fault = os.environ.get(FAULT_ENV)
         self._t0 = time.monotonic()
+        self.forward_errors: list[str] = []
+        self._forward = False
 
     def __enter__(self) -> Transaction:
         self._old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
@@ -42,7 +48,9 @@ class Transaction:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         failed = exc_type is not None
-        interrupted = None if failed else self._take_pending_signal()  # during the last step
+        # A signal during the last step aborts, unless we are past the point of no return: then it
+        # waits, blocked, until the cleanups are done.
+        interrupted = None if failed or self._forward else self._take_pending_signal()
         try:
             self._unwind(failed or interrupted is not None)
         finally:
@@ -56,6 +64,8 @@ class Transaction:
     def step(self, name: str, do: Callable[[], T], undo: Callable[[T], object] | None = None,
              always: bool = False) -> T:
         """Do one step; remember how to undo it (on failure, or always if `always`)."""
+        if self._forward:
+            return self._step_forward(name, do, undo, always)
         self.check_interrupt()
         value = do()
         self.steps_done.append(name)
@@ -63,6 +73,29 @@ class Transaction:
         if undo is not None:
             self._undos.append((name, lambda: undo(value), always))
         self._maybe_fault(name)
+        return value
+
+    def roll_forward(self) -> None:
+        """The point of no return: drop every undo but the cleanups; later failures are collected."""
+        self._undos = [entry for entry in self._undos if entry[2]]
+        self._forward = True
+
+    def _step_forward(self, name: str, do: Callable[[], T], undo: Callable[[T], object] | None,
+                      always: bool) -> T | None:
+        try:
+            value = do()
+        except Exception as e:  # past the point of no return every step is tried
+            self.forward_errors.append(f"{name}: {e}")
+            self.log(f"{name} FAILED (rolling forward): {e}")
+            return None
+        self.steps_done.append(name)
+        self.log(name)
+        if undo is not None and always:
+            self._undos.append((name, lambda: undo(value), always))
+        try:
+            self._maybe_fault(name)
+        except InjectedFault as e:
+            self.forward_errors.append(str(e))
         return value
 
     def _maybe_fault(self, name: str) -> None:
