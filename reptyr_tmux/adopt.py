@@ -2,8 +2,10 @@
 
 Attach mode: the pane's own pty becomes the program's terminal, no relay; the pane's first process
 is our holder (holder.py), which releases the pty for it and lives exactly as long as it does.
-Steal mode: the program's whole session keeps its terminal, whose master a relay (relay.py) in the
-pane takes over from its old holder (steal.py).
+Session mode: the same, for every process of the program's terminal session (session.py); the holder
+lives as long as the session's leader (its shell).
+Steal mode (asked for only): the whole session keeps its terminal, whose master a relay (relay.py) in
+the pane takes over from its old holder (steal.py).
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from reptyr_tmux.mux import Multiplexer, Pane
 from reptyr_tmux.native_relay import relay_argv
 from reptyr_tmux.pidfd import available as pidfd_getfd_available
 from reptyr_tmux.relay import RELAY_NAME
+from reptyr_tmux.session import move_session, repaint_by_resize, survey_session
 from reptyr_tmux.steal import SessionMoved, find_session, silence_holders
-from reptyr_tmux.survey import choose_mode, describe, survey
+from reptyr_tmux.survey import check_tty_free, choose_mode, describe, survey
 from reptyr_tmux.text import printable
 
 HOLDER_READY_S = 5.0
@@ -38,9 +41,10 @@ class Adopted(NamedTuple):
     pane: Pane
     old_tty: str
     took_ms: float
-    mode: str  # "attach" (the process alone, zero-copy) or "steal" (its whole session, relayed)
+    mode: str  # "attach" (the process alone), "session" (its whole session) or "steal" (relayed)
     why: str
     terminal_modes: list[str]
+    caveat: str = ""  # what the user should know about the result
 
 
 def check(pid: int, server: Multiplexer | None, force_stdio: bool = False) -> str:
@@ -48,6 +52,10 @@ def check(pid: int, server: Multiplexer | None, force_stdio: bool = False) -> st
     if server is not None:
         server.refuse_own(pid)
     mode, why = choose_mode(pid, "auto", force_stdio)
+    if mode == "session":
+        plan = survey_session(pid)
+        return (f"process {describe(plan.picked)} can be adopted with its whole session ({len(plan.members)} "
+                f"processes, led by {describe(plan.leader)} on {plan.old_tty}): {why}")
     if mode == "steal":
         session = find_session(pid)
         holders = ", ".join(f"{h.pid} ({printable(h.comm)})" for h in session.holders)
@@ -79,33 +87,83 @@ def adopt(pid: int, server: Multiplexer, placement: str = "window", target: str 
     # Read the modes before moving: the old emulator forgets them once the terminal is left (tmux
     # closes a pane whose pty nobody holds any more).
     carried, _ = terminal_modes(pid, modes_spec, old_tty)
-    move = _steal_into_pane if chosen == "steal" else _attach_into_pane
-    pane = move(pid, server, placement, target, name, force_stdio, stats)
+    caveat = ""
+    if chosen == "session":
+        pane, caveat = _session_into_pane(pid, server, placement, target, name, stats, carried)
+    else:
+        move = _steal_into_pane if chosen == "steal" else _attach_into_pane
+        pane = move(pid, server, placement, target, name, force_stdio, stats)
     server.dress(pane, placement, name, remain_on_exit)
-    if redraw and chosen == "attach":
-        redraw_screen(pid)
-    apply_modes(carried, pane.pane_tty)  # after the redraw: ncurses' endwin turns keypad mode off
+    if chosen == "attach":
+        apply_modes(carried, pane.pane_tty)  # before the repaint, so it lands on the screen it sets
+        if redraw:
+            redraw_screen(pid)
+            # ncurses' endwin (in its SIGTSTP handler) turns keypad mode off: set the modes again,
+            # but not the alternate screen, which a second switch would blank.
+            apply_modes([m for m in carried if m.name != "alt-screen"], pane.pane_tty)
+    elif chosen == "steal":
+        apply_modes(carried, pane.pane_tty)
     return Adopted(pid, name, pane, proc.tty_name(stat.tty_dev), (time.monotonic() - started) * 1000,
-                   chosen, why, [m.name for m in carried])
+                   chosen, why, [m.name for m in carried], caveat)
+
+
+def _session_into_pane(pid: int, server: Multiplexer, placement: str, target: str | None, name: str,
+                       stats: list[proc.Stat], carried: list) -> tuple[Pane, str]:
+    """The whole session onto the pane's own pty; the holder lives as long as the session's leader."""
+    plan = survey_session(pid, stats)  # refuse before any pane exists
+    leader = plan.leader
+    pane = _open_held_pane(leader.pid, leader.starttime, server, placement, target, name)
+    try:
+        check_tty_free(pane.pane_tty)
+        moved = move_session(plan, pane.pane_tty, note=_note(server, pane))
+    except BaseException:
+        _close(pane)
+        raise
+    _retire_holders_of(leader.tty_dev)  # moved before: its old pane has nothing left to show
+    apply_modes(carried, pane.pane_tty)  # before the repaint: the alternate screen first, once
+    repaint_by_resize(pane.pane_tty, moved.foreground)
+    caveat = ""
+    if moved.running_jobs:
+        caveat = (f"; {moved.running_jobs} process(es) already running keep working but have no "
+                  "controlling terminal (/dev/tty) any more: Linux gives it back only to the shell")
+    if moved.warnings:
+        caveat += f"; moved, but: {'; '.join(moved.warnings)}"
+    return pane, caveat
+
+
+def _note(server: Multiplexer, pane: Pane) -> str:
+    return (f"reptyr-tmux: this terminal's session moved to {server.describe(pane)}; "
+            "this terminal can be closed.")
 
 
 def _attach_into_pane(pid: int, server: Multiplexer, placement: str, target: str | None, name: str,
                       force_stdio: bool, stats: list[proc.Stat]) -> Pane:
     plan = survey(pid, force_stdio, stats)  # refuse before any pane exists (attach looks again)
-    # The 343-byte holder is ready in about a millisecond; the Python one (~50 ms) can also tell
-    # its pid and tty through a report file, which popups and screen windows need.
-    fast = None if server.needs_report(placement) else holder_argv(pid)
-    command = fast or [*python_argv("reptyr_tmux.holder"), str(pid), str(plan.stat.starttime)]
-    pane = server.open_pane(placement, command, name, target)
+    pane = _open_held_pane(pid, plan.stat.starttime, server, placement, target, name)
     try:
-        _wait_ready(pane, READY_COMMS)
-        if proc.read_stat(pid).starttime != plan.stat.starttime:  # the fast holder does not check
-            raise Refusal(f"process {pid} exited and its pid was reused meanwhile; nothing was moved")
         attach(pid, pane.pane_tty, force_stdio=force_stdio)
     except BaseException:
         _close(pane)
         raise
     _retire_holders_of(plan.stat.tty_dev)  # adopted before: its old pane has nothing left to show
+    return pane
+
+
+def _open_held_pane(pid: int, starttime: int, server: Multiplexer, placement: str, target: str | None,
+                    name: str) -> Pane:
+    """A new pane whose first process (our holder) has released its pty and waits for PID to exit."""
+    # The 343-byte holder is ready in about a millisecond; the Python one (~50 ms) can also tell
+    # its pid and tty through a report file, which popups and screen windows need.
+    fast = None if server.needs_report(placement) else holder_argv(pid)
+    command = fast or [*python_argv("reptyr_tmux.holder"), str(pid), str(starttime)]
+    pane = server.open_pane(placement, command, name, target)
+    try:
+        _wait_ready(pane, READY_COMMS)
+        if proc.read_stat(pid).starttime != starttime:  # the fast holder does not check
+            raise Refusal(f"process {pid} exited and its pid was reused meanwhile; nothing was moved")
+    except BaseException:
+        _close(pane)
+        raise
     return pane
 
 

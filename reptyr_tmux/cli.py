@@ -163,9 +163,11 @@ def cmd_adopt(argv: list[str]) -> int:
     parser.add_argument("-s", dest="stdio", action="store_true", help="also attach fds 0-2 (no tty)")
     parser.add_argument("--no-redraw", action="store_true", help="do not SIGTSTP/SIGCONT afterwards")
     parser.add_argument("--remain-on-exit", action="store_true", help="keep the pane after it exits")
-    parser.add_argument("--mode", choices=("auto", "attach", "steal"), default="auto",
-                        help="attach: the process alone, zero-copy; steal: its whole terminal session; "
-                             "auto (default): steal when it has children or shares its job")
+    parser.add_argument("--mode", choices=("auto", "attach", "session", "steal"), default="auto",
+                        help="attach: the process alone; session: its whole terminal session onto the "
+                             "pane's own pty; steal: the session keeps its terminal, relayed (root, or a "
+                             "terminal master you own); auto (default): session when it has company or a "
+                             "shell, else attach")
     parser.add_argument("--modes", default="auto", metavar="SPEC",
                         help="terminal modes to carry: auto (read or inferred), none, a,b (exactly), "
                              "or +a,-b (auto plus a, minus b); see the README")
@@ -197,7 +199,7 @@ def _adopt(args: argparse.Namespace) -> int:
         raise
     carried = f"; terminal modes carried: {', '.join(done.terminal_modes)}" if done.terminal_modes else ""
     summary = (f"adopted {done.pid} ({done.name}) from {done.old_tty} into {done.pane.pane_id} "
-               f"in {done.took_ms:.0f} ms, {done.mode} mode: {done.why}{carried}")
+               f"in {done.took_ms:.0f} ms, {done.mode} mode: {done.why}{carried}{done.caveat}")
     print(summary)
     in_tmux_pane = done.pane.pane_id.startswith("%")
     server.message(f"reptyr-tmux: {summary}", done.pane.pane_id if in_tmux_pane else None)

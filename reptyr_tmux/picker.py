@@ -16,6 +16,7 @@ from typing import NamedTuple
 from reptyr_tmux import proc
 from reptyr_tmux.errors import Refusal, ReptyrError
 from reptyr_tmux.launch import python_argv
+from reptyr_tmux.session import survey_session
 from reptyr_tmux.survey import choose_mode, survey
 from reptyr_tmux.text import from_bytes, printable, tmux_literal
 from reptyr_tmux.tmux import Server
@@ -169,9 +170,10 @@ def _command(stat: proc.Stat) -> str:
 
 def _why_not(pid: int, stdio: bool, stats: list[proc.Stat]) -> str | None:
     try:
-        if choose_mode(pid, "auto", stdio, stats)[0] == "steal":
-            return None  # its whole session moves; whether its terminal can be taken is seen then
-        survey(pid, force_stdio=stdio, stats=stats)
+        if choose_mode(pid, "auto", stdio, stats)[0] == "session":
+            survey_session(pid, stats)
+        else:
+            survey(pid, force_stdio=stdio, stats=stats)
     except Refusal as e:
         return str(e).split(";")[0].split(":")[0][:60]
     except OSError:

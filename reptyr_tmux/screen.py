@@ -55,6 +55,9 @@ class ScreenSession:
         if proc.read_stat(pid).comm.lower().startswith("screen"):
             raise Refusal(f"process {pid} is GNU screen itself")
 
+    def describe(self, pane: Pane) -> str:
+        return f"GNU screen session {TITLE_UNSAFE.sub('_', self.session)}, {pane.pane_id}"
+
     def message(self, text: str, target: str | None = None) -> None:
         try:
             self.cmd("echo", TITLE_UNSAFE.sub(" ", text)[:200])

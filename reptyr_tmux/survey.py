@@ -130,7 +130,7 @@ def refuse_shared_group(stat: proc.Stat, stats: list[proc.Stat]) -> None:
         return
     names = ", ".join(describe(s) for s in others[:5]) + (" ..." if len(others) > 5 else "")
     raise Refusal(f"process {describe(stat)} shares its process group with {names}; moving it alone "
-                  "would split that job. Move the whole terminal session instead (steal mode, -T), "
+                  "would split that job. Move the whole terminal session instead (adopt --mode session), "
                   "or pick the job's top process once the others have finished")
 
 
@@ -142,7 +142,7 @@ def _refuse_other_foreground(stat: proc.Stat, stats: list[proc.Stat]) -> None:
     job = next((s for s in stats if s.pgid == stat.tpgid), None)
     raise Refusal(f"process {describe(stat)} leads its terminal's session while another job "
                   f"({describe(job) if job else stat.tpgid}) runs in its foreground; moving it alone would "
-                  "hang that job up. Move the whole session instead (steal mode: -T, --mode steal)")
+                  "hang that job up. Move the whole session instead (adopt --mode session)")
 
 
 def _terminal_fds(pid: int, stat: proc.Stat, force_stdio: bool) -> tuple[list[int], int | None]:
@@ -198,8 +198,9 @@ def _is_terminal(path: str) -> bool:
 
 def choose_mode(pid: int, requested: str, force_stdio: bool, stats: list[proc.Stat] | None = None
                 ) -> tuple[str, str]:
-    """attach (zero-copy, the process alone) or steal (its whole terminal session), and why."""
-    if requested in ("attach", "steal"):
+    """attach (the process alone, zero-copy), session (its whole terminal session onto the pane's own
+    pty) or steal (the session keeps its pty; a relay takes the master), and why."""
+    if requested in ("attach", "session", "steal"):
         return requested, "asked for"
     try:
         stat = proc.read_stat(pid)
@@ -211,10 +212,10 @@ def choose_mode(pid: int, requested: str, force_stdio: bool, stats: list[proc.St
     company = [s for s in stats if s.pid != pid and (s.pgid == stat.pgid or s.ppid == pid
                                                      or (stat.sid == pid and s.sid == pid))]
     if company:
-        return "steal", (f"it has company ({', '.join(describe(s) for s in company[:3])}"
-                         f"{' ...' if len(company) > 3 else ''}), so its whole session moves")
+        return "session", (f"it has company ({', '.join(describe(s) for s in company[:3])}"
+                           f"{' ...' if len(company) > 3 else ''}), so its whole session moves")
     shell = next((s for s in stats if s.pid == stat.ppid and s.sid == stat.sid and s.pgid != stat.pgid), None)
     if shell:
-        return "steal", (f"its shell {describe(shell)} would hang it up when the old terminal closes, "
-                         "so the shell moves with it")
-    return "attach", "it is alone on its terminal, so it moves by itself, with no relay"
+        return "session", (f"its shell {describe(shell)} would hang it up when the old terminal closes, "
+                           "so the shell moves with it")
+    return "attach", "it is alone on its terminal, so it moves by itself"

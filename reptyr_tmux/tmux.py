@@ -94,6 +94,18 @@ class Server:
         pid, tty = launch_and_read_report(launch, "tmux display-popup")
         return Pane("popup", pid, tty, "")
 
+    def describe(self, pane: Pane) -> str:
+        if not pane.pane_id.startswith("%"):
+            return "a tmux popup"
+        try:
+            where = self.cmd("display-message", "-p", "-t", pane.pane_id,
+                             "#{session_name}\t#{window_index}").strip().split("\t")
+        except TmuxError:
+            return f"tmux pane {pane.pane_id}"
+        from reptyr_tmux.text import printable
+
+        return f"tmux session '{printable(where[0], 40)}', window {printable(where[-1], 8)}"
+
     def version(self) -> tuple[int, int]:
         text = subprocess.run([self.argv[0], "-V"], capture_output=True, text=True).stdout
         digits = "".join(ch if ch.isdigit() or ch == "." else " " for ch in text).split()

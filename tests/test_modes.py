@@ -93,7 +93,7 @@ def test_shell_moved_from_a_tmux_pane_still_gets_pastes_bracketed(tmux):
         other.wait_screen("src", "[1]")
         shell = int(other.pane("src", "#{pane_pid}"))
         out = adopt(tmux, shell, "--no-redraw")
-        assert "steal mode" in out and "bracketed-paste" in out
+        assert "session mode" in out and "bracketed-paste" in out
         tmux("set-buffer", "echo pasted-one\necho pasted-two\n")
         tmux("paste-buffer", "-p", "-t", "main:1")
         time.sleep(0.5)  # bracketed: bash holds the lines for editing instead of running them

@@ -67,7 +67,7 @@ def test_whole_session_into_a_screen_window(screen, tmp_path):
         sshd.type(0, "bash -c 'while :; do echo screen-tick; sleep 0.2; done'")
         sshd.wait_log(0, "screen-tick")
         result = adopt(screen, sshd.job(0))
-        assert "steal mode" in result.stdout
+        assert "session mode" in result.stdout
         screen.wait_text("bash", "screen-tick", tmp_path)
     finally:
         sshd.close()

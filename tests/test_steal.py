@@ -77,7 +77,7 @@ def test_job_with_children_moves_with_its_session(sshd, tmux):
     sshd.type(0, "bash -c 'while :; do echo tick $RANDOM; sleep 0.2; done'")
     sshd.wait_log(0, "tick")
     job = sshd.job(0)
-    result = adopt(tmux, job)
+    result = adopt(tmux, job, "--mode", "steal")
     assert "steal mode" in result.stdout
     tmux.wait_screen("main:1", "tick")
     time.sleep(0.5)
@@ -101,7 +101,7 @@ def test_pipeline_and_resize_reach_the_foreground_job(sshd, tmux):
     sshd.type(0, f"{' '.join(ECHO)} | cat")
     sshd.wait_log(0, "ready")
     job = sshd.job(0)
-    assert "steal mode" in adopt(tmux, job).stdout
+    assert "steal mode" in adopt(tmux, job, "--mode", "steal").stdout
     tmux("resize-window", "-t", "main:1", "-x", "77", "-y", "21")
     tmux.wait_screen("main:1", "winch 21x77")
     tmux("send-keys", "-t", "main:1", "through the pipe", "Enter")
@@ -149,12 +149,12 @@ def test_attach_T_in_the_current_terminal(sshd, spawn):
 
 def test_shell_job_moves_with_its_shell_and_survives_the_old_terminal(sshd, tmux):
     """Auto mode: a shell's job would be hung up by its shell when the old terminal goes, so the
-    whole session moves; then the old 'sshd' may go away entirely."""
+    whole session moves (session mode, no relay); then the old 'sshd' may go away entirely."""
     sshd.type(0, f"{' '.join(ECHO)}")
     sshd.wait_log(0, "ready")
     job = sshd.job(0)
     result = adopt(tmux, job)
-    assert "steal mode" in result.stdout and "would hang it up" in result.stdout
+    assert "session mode" in result.stdout and "would hang it up" in result.stdout
     sshd.process.kill()  # the old terminal's holder is gone: no SIGHUP may reach the job
     sshd.process.wait()
     time.sleep(0.5)
@@ -225,7 +225,8 @@ def test_steal_mode_end_to_end_without_pidfd_getfd(sshd, tmp_path):
     try:
         sshd.type(0, "bash -c 'while :; do echo old-kernel-tick; sleep 0.2; done'")
         sshd.wait_log(0, "old-kernel-tick")
-        result = subprocess.run([*CLI, "adopt", "-L", server.socket, "-t", "main", str(sshd.job(0))],
+        result = subprocess.run([*CLI, "adopt", "-L", server.socket, "-t", "main", "--mode", "steal",
+                                 str(sshd.job(0))],
                                 capture_output=True, text=True, env=env, timeout=30)
         assert result.returncode == 0, result.stderr
         relay = int(server.pane("main:1", "#{pane_pid}"))
