@@ -11,6 +11,9 @@
 5. output throughput (bench/writer.py: 50 MiB of 100-byte lines in 64 KiB writes, timed by the writer
    from SIGUSR1 to its last write): the writer started directly in a tmux window (the ceiling), on a
    pty then `adopt --mode attach`, and then `reptyr PID` in a window; every window 120x40
+7. session move, target a shell's foreground job (its whole session comes along): command start ->
+   the job's stdin is the new terminal, `adopt --mode session` against `reptyr PID` in a new window,
+   and against `reptyr -T PID` (start -> reptyr holds the session's pty master)
 6. steal mode: the writer runs in bash on a pty whose master an sshd-like process holds; `adopt --mode
    steal` against `reptyr -T` in a window: throughput, CPU of the relay (the pane's first process:
    our reptyr-relay, or reptyr itself) per MiB written, and its RSS afterwards
@@ -101,6 +104,44 @@ def time_in_tmux(argv: list[str], kind: str, new_window: bool) -> float:
         return moved - start
     finally:
         spawner.cleanup()
+
+
+def time_session_move(how: str) -> float:
+    """Seconds from start until the job's session is on its new terminal (see 7 above)."""
+    spawner = Spawner()
+    try:
+        target = spawner.in_shell(" ".join(ECHO))
+        old = os.readlink(f"/proc/{target.pid}/fd/0")
+        start = time.monotonic()
+        if how == "ours":
+            subprocess.Popen([*OURS, "adopt", "-L", SOCKET, "-t", "bench", "--mode", "session",
+                              str(target.pid)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        else:
+            tmux("new-window", "-t", "bench", "reptyr", *(["-T"] if how == "-T" else []), str(target.pid))
+        index = int(old.rsplit("/", 1)[1])
+        done = (lambda: _holds_master("reptyr", index)) if how == "-T" else \
+            (lambda: os.readlink(f"/proc/{target.pid}/fd/0") != old)
+        moved = wait_for(lambda: done() and time.monotonic(), 10, "the move")
+        return moved - start
+    finally:
+        for stat in proc.all_stats():
+            if stat.comm == "reptyr":
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(stat.pid, signal.SIGKILL)
+        spawner.cleanup()
+
+
+def _holds_master(comm: str, index: int) -> bool:
+    for stat in proc.all_stats():
+        if stat.comm != comm:
+            continue
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{stat.pid}/fd"):
+                with open(f"/proc/{stat.pid}/fdinfo/{fd}") as f:
+                    if f"tty-index:\t{index}\n" in f.read():
+                        return True
+    return False
 
 
 def rss_kb(pid: int) -> int:
@@ -322,6 +363,13 @@ def main() -> int:
                 a = statistics.median(ours() for _ in range(args.reps or 5)) * 1000
                 b = statistics.median(theirs() for _ in range(args.reps or 5)) * 1000
                 print(f"{name:58} {a:9.1f} {b:9.1f} {a / b:11.2f}")
+        reps = args.reps or 5
+        ours = statistics.median(time_session_move("ours") for _ in range(reps)) * 1000
+        plain = statistics.median(time_session_move("plain") for _ in range(reps)) * 1000
+        whole = statistics.median(time_session_move("-T") for _ in range(reps)) * 1000
+        for name, theirs in (("session move, shell job (ms) vs reptyr PID", plain),
+                             ("session move, shell job (ms) vs reptyr -T PID", whole)):
+            print(f"{name:58} {ours:9.1f} {theirs:9.1f} {ours / theirs:11.2f}")
         holder, relay = lingering_memory()
         print(f"{'lingering RSS per adopted process (kB)':58} {holder:9d} {relay:9d} {holder / relay:11.3f}")
         print(f"{'picker listing with 2,000 extra processes (ms)':58} {picker_time() * 1000:9.1f}")

@@ -29,7 +29,7 @@ from reptyr_tmux.pidfd import available as pidfd_getfd_available
 from reptyr_tmux.relay import RELAY_NAME
 from reptyr_tmux.session import move_session, repaint_by_resize, survey_session
 from reptyr_tmux.steal import SessionMoved, find_session, silence_holders
-from reptyr_tmux.survey import check_tty_free, choose_mode, describe, survey
+from reptyr_tmux.survey import choose_mode, describe, survey
 from reptyr_tmux.text import printable
 
 HOLDER_READY_S = 5.0
@@ -82,6 +82,8 @@ def adopt(pid: int, server: Multiplexer, placement: str = "window", target: str 
     server.refuse_own(pid)
     stats = proc.all_stats()  # one scan for choosing the mode and the checks before any pane exists
     chosen, why = choose_mode(pid, mode, force_stdio, stats)
+    if chosen == "session" and mode == "auto":
+        chosen, why = _relay_if_the_session_cannot_move(pid, why, stats)
     name = printable(stat.comm, 40)
     old_tty = proc.pts_path(stat.tty_dev) if stat.tty_dev else None
     # Read the modes before moving: the old emulator forgets them once the terminal is left (tmux
@@ -107,21 +109,34 @@ def adopt(pid: int, server: Multiplexer, placement: str = "window", target: str 
                    chosen, why, [m.name for m in carried], caveat)
 
 
+def _relay_if_the_session_cannot_move(pid: int, why: str, stats: list[proc.Stat]) -> tuple[str, str]:
+    """Auto mode's last resort: where a member cannot be moved (seccomp, traced...) but we may take the
+    terminal's master (root, or a terminal emulator of ours), the relay carries the session instead."""
+    try:
+        survey_session(pid, stats)
+        return "session", why
+    except Refusal as refusal:
+        try:
+            find_session(pid, stats)
+        except ReptyrError:
+            raise refusal from None
+        return "steal", f"its session cannot move ({refusal}), so a relay takes its terminal instead"
+
+
 def _session_into_pane(pid: int, server: Multiplexer, placement: str, target: str | None, name: str,
                        stats: list[proc.Stat], carried: list) -> tuple[Pane, str]:
     """The whole session onto the pane's own pty; the holder lives as long as the session's leader."""
     plan = survey_session(pid, stats)  # refuse before any pane exists
     leader = plan.leader
     pane = _open_held_pane(leader.pid, leader.starttime, server, placement, target, name)
-    try:
-        check_tty_free(pane.pane_tty)
-        moved = move_session(plan, pane.pane_tty, note=_note(server, pane))
+    try:  # (the pane's pty is free: its holder has just released it)
+        moved = move_session(plan, pane.pane_tty, note=_note(pane))
     except BaseException:
         _close(pane)
         raise
-    _retire_holders_of(leader.tty_dev)  # moved before: its old pane has nothing left to show
+    _retire_holders_of(leader.tty_dev, stats)  # moved before: its old pane has nothing left to show
     apply_modes(carried, pane.pane_tty)  # before the repaint: the alternate screen first, once
-    repaint_by_resize(pane.pane_tty, moved.foreground)
+    repaint_by_resize(pane.pane_tty, moved.foreground_pids)
     caveat = ""
     if moved.running_jobs:
         caveat = (f"; {moved.running_jobs} process(es) already running keep working but have no "
@@ -131,8 +146,8 @@ def _session_into_pane(pid: int, server: Multiplexer, placement: str, target: st
     return pane, caveat
 
 
-def _note(server: Multiplexer, pane: Pane) -> str:
-    return (f"reptyr-tmux: this terminal's session moved to {server.describe(pane)}; "
+def _note(pane: Pane) -> str:
+    return (f"reptyr-tmux: this terminal's session moved to {pane.place}; "
             "this terminal can be closed.")
 
 
@@ -145,7 +160,7 @@ def _attach_into_pane(pid: int, server: Multiplexer, placement: str, target: str
     except BaseException:
         _close(pane)
         raise
-    _retire_holders_of(plan.stat.tty_dev)  # adopted before: its old pane has nothing left to show
+    _retire_holders_of(plan.stat.tty_dev, stats)  # adopted before: its old pane has nothing left to show
     return pane
 
 
@@ -167,11 +182,12 @@ def _open_held_pane(pid: int, starttime: int, server: Multiplexer, placement: st
     return pane
 
 
-def _retire_holders_of(tty_dev: int | None) -> None:
-    """Our holders still waiting on the terminal the program just left: end them, so their panes close."""
+def _retire_holders_of(tty_dev: int | None, stats: list[proc.Stat]) -> None:
+    """Our holders still waiting on the terminal the program just left: end them, so their panes close.
+    (`stats`, taken before the move, has them: a holder lives as long as what it holds.)"""
     if tty_dev is None:
         return
-    for stat in proc.all_stats():
+    for stat in stats:
         if stat.comm in READY_COMMS and proc.fd_rdev(stat.pid, 0) == tty_dev:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(stat.pid, signal.SIGKILL)

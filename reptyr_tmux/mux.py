@@ -19,6 +19,7 @@ class Pane(NamedTuple):
     pane_pid: int
     pane_tty: str
     window_id: str
+    place: str = ""  # where a person finds it, in words ("tmux session 'main', window 2")
 
 
 class Multiplexer(Protocol):
@@ -29,7 +30,6 @@ class Multiplexer(Protocol):
     def dress(self, pane: Pane, placement: str, name: str, remain_on_exit: bool) -> None: ...
     def refuse_own(self, pid: int) -> None: ...
     def message(self, text: str, target: str | None = None) -> None: ...
-    def describe(self, pane: Pane) -> str: ...  # where a person finds the pane, in words
 
 
 def launch_and_read_report(launch: Callable[[str], subprocess.Popen], what: str) -> tuple[int, str]:

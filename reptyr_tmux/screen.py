@@ -43,7 +43,8 @@ class ScreenSession:
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
         pid, tty = launch_and_read_report(launch, "screen")
-        return Pane(f"screen window {title}", pid, tty, "")
+        return Pane(f"screen window {title}", pid, tty, "",
+                    f"GNU screen session {TITLE_UNSAFE.sub('_', self.session)}, window {title}")
 
     def needs_report(self, placement: str) -> bool:
         return True  # screen cannot be asked for a window's pid and tty
@@ -54,9 +55,6 @@ class ScreenSession:
     def refuse_own(self, pid: int) -> None:
         if proc.read_stat(pid).comm.lower().startswith("screen"):
             raise Refusal(f"process {pid} is GNU screen itself")
-
-    def describe(self, pane: Pane) -> str:
-        return f"GNU screen session {TITLE_UNSAFE.sub('_', self.session)}, {pane.pane_id}"
 
     def message(self, text: str, target: str | None = None) -> None:
         try:

@@ -72,6 +72,7 @@ class Moved(NamedTuple):
     leader: int
     members: list[int]
     foreground: int  # the process group in the foreground of the new terminal
+    foreground_pids: list[int]
     running_jobs: int  # processes that lost their controlling terminal (Linux gives it back to none)
     warnings: list[str]  # what did not happen after the point of no return
     steps: list[str]
@@ -256,16 +257,15 @@ def _move(tx: Transaction, plan: SessionPlan, tty_path: str, note: str) -> Moved
     if note and parked[leader_pid]:
         tx.step("tell-old-terminal", lambda: _tell(leader_pid, next(iter(parked[leader_pid].values())), note))
     running = [m for m in held.values() if m.stat.pid != leader_pid]
-    return Moved(leader_pid, sorted(held), foreground, len(running), [], [])
+    in_front = [pid for pid, m in held.items() if m.stat.pgid == foreground]
+    return Moved(leader_pid, sorted(held), foreground, in_front, len(running), [], [])
 
 
 def _hold_everyone(tx: Transaction, plan: SessionPlan) -> dict[int, Held]:
     """Stop every member; look again until nobody new has joined (a member may fork until held)."""
     targets: dict[int, RemoteProcess] = {}
-    while True:
-        fresh = [s for s in members_of(plan.leader.sid, proc.all_stats()) if s.pid not in targets]
-        if not fresh:
-            break
+    fresh = plan.members  # as surveyed; then everyone forked since, until a look finds nobody new
+    while fresh:
         for member in fresh:
             refuse_untraceable(member)
             target = tx.step("hold-member", lambda m=member: _seize(m), lambda t: t and t.cure(), always=True)
@@ -273,6 +273,7 @@ def _hold_everyone(tx: Transaction, plan: SessionPlan) -> dict[int, Held]:
                 continue  # it exited before we could hold it
             tx.step("hold-threads", lambda m=member: hold_other_threads(m.pid), release_threads, always=True)
             targets[member.pid] = target
+        fresh = [s for s in members_of(plan.leader.sid, proc.all_stats()) if s.pid not in targets]
     if plan.leader.pid not in targets:
         raise TargetGone(f"the session's leader {describe(plan.leader)} exited; nothing was moved")
     held = {}
@@ -386,7 +387,7 @@ def _any_fd_path(plan: SessionPlan) -> str | None:
 # -- after the move: a repaint that stops nobody ---------------------------------------------------
 
 
-def repaint_by_resize(tty_path: str, pgrp: int) -> None:
+def repaint_by_resize(tty_path: str, foreground: list[int]) -> None:
     """Make the foreground job repaint: a size change the kernel reports with SIGWINCH, then the real
     size once it has been handled. (SIGTSTP would really stop a job whose shell came along.)"""
     fd = os.open(tty_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
@@ -394,17 +395,17 @@ def repaint_by_resize(tty_path: str, pgrp: int) -> None:
         rows, cols, xpixel, ypixel = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, bytes(8)))
         narrower = cols - 1 if cols > 1 else cols + 1
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, narrower, xpixel, ypixel))
-        _wait_handled(pgrp, signal.SIGWINCH)
+        _wait_handled(foreground, signal.SIGWINCH)
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, xpixel, ypixel))
     finally:
         os.close(fd)
 
 
-def _wait_handled(pgrp: int, signum: int) -> None:
-    """Until every process of the group has taken `signum` and sleeps again (bounded)."""
+def _wait_handled(pids: list[int], signum: int) -> None:
+    """Until every one of `pids` has taken `signum` and sleeps again (bounded)."""
     deadline = time.monotonic() + REPAINT_WAIT_S
     while time.monotonic() < deadline:
-        if all(_handled(s.pid, signum) for s in proc.group_members(pgrp)):
+        if all(_handled(pid, signum) for pid in pids):
             return
         time.sleep(0.001)
 

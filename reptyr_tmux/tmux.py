@@ -13,9 +13,9 @@ import subprocess
 
 from reptyr_tmux.errors import Refusal, ReptyrError
 from reptyr_tmux.mux import Pane, launch_and_read_report
-from reptyr_tmux.text import tmux_literal
+from reptyr_tmux.text import printable, tmux_literal
 
-PANE_FORMAT = "#{pane_id}\t#{pane_pid}\t#{pane_tty}\t#{window_id}"
+PANE_FORMAT = "#{pane_id}\t#{pane_pid}\t#{pane_tty}\t#{window_id}\t#{session_name}\t#{window_index}"
 PLACEMENTS = {"window": ["new-window"], "split-h": ["split-window", "-h"],
               "split-v": ["split-window", "-v"]}
 
@@ -77,7 +77,8 @@ class Server:
         if target:
             args += ["-t", target]
         fields = self.cmd(*args, *command).strip().split("\t")
-        return Pane(fields[0], int(fields[1]), fields[2], fields[3])
+        place = f"tmux session '{printable(fields[4], 40)}', window {fields[5]}"
+        return Pane(fields[0], int(fields[1]), fields[2], fields[3], place)
 
     def new_popup(self, command: list[str], name: str, target: str | None) -> Pane:
         """A popup (tmux >= 3.2) running `command`, which must write "pid tty" to the file named by
@@ -92,19 +93,7 @@ class Server:
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
 
         pid, tty = launch_and_read_report(launch, "tmux display-popup")
-        return Pane("popup", pid, tty, "")
-
-    def describe(self, pane: Pane) -> str:
-        if not pane.pane_id.startswith("%"):
-            return "a tmux popup"
-        try:
-            where = self.cmd("display-message", "-p", "-t", pane.pane_id,
-                             "#{session_name}\t#{window_index}").strip().split("\t")
-        except TmuxError:
-            return f"tmux pane {pane.pane_id}"
-        from reptyr_tmux.text import printable
-
-        return f"tmux session '{printable(where[0], 40)}', window {printable(where[-1], 8)}"
+        return Pane("popup", pid, tty, "", "a tmux popup")
 
     def version(self) -> tuple[int, int]:
         text = subprocess.run([self.argv[0], "-V"], capture_output=True, text=True).stdout

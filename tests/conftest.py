@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pty
 import select
+import shlex
 import shutil
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,6 +195,92 @@ def spawn():
     spawner = Spawner()
     yield spawner
     spawner.cleanup()
+
+
+class Shell:
+    """An interactive bash on a pty of its own (like an ssh session), with jobs started in it."""
+
+    def __init__(self, term: Terminal, pid: int):
+        self.term, self.pid = term, pid
+
+    def run(self, line: str, ready: str = "$ ") -> str:
+        self.term.write(line.encode() + b"\n")
+        return self.term.expect(ready)
+
+    def members(self) -> list[int]:
+        return sorted(s.pid for s in proc.all_stats() if s.sid == self.pid and s.state != "Z")
+
+
+@pytest.fixture
+def shell(spawn):
+    """An interactive bash on a fresh pty, as an ssh session's shell; every process of its session
+    is killed afterwards."""
+    pid, master = pty.fork()
+    if pid == 0:
+        env = dict(os.environ, PS1="$ ", TERM="xterm-256color", HISTFILE="/dev/null")
+        os.execvpe("bash", ["bash", "--norc", "--noprofile", "-i"], env)
+    term = Terminal(master, "?")
+    spawn.terminals.append(term)
+    term.expect("$ ")
+    sh = Shell(term, pid)
+    yield sh
+    for member in sh.members():
+        os.kill(member, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+class Client:
+    """A real tmux client attached to `server` in a pty of ours: keys go into the pty as a person types
+    them; what the client draws is rendered by a terminal emulator (pyte), menus included."""
+
+    def __init__(self, server: Tmux, user: str | None = None, rows: int = 30, cols: int = 100):
+        import pyte
+
+        argv = [*server.argv, "attach", "-t", "main"]
+        if user:
+            argv = ["su", user, "-c", shlex.join(argv)]
+        self.pid, master = pty.fork()
+        if self.pid == 0:
+            os.environ["TERM"] = "xterm-256color"
+            os.execvp(argv[0], argv)
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("hhhh", rows, cols, 0, 0))
+        self.term = Terminal(master, "?")
+        self._screen = pyte.Screen(cols, rows)
+        self._stream = pyte.ByteStream(self._screen)
+        wait_for(lambda: server("list-clients").strip(), what="the client to attach")
+
+    def type(self, keys: bytes) -> None:
+        self.term.write(keys)
+
+    def wait(self, text: str, timeout: float = 10) -> str:
+        return wait_for(lambda: text in self.text() and self.text(), timeout, repr(text))
+
+    def text(self) -> str:
+        """The client's screen as a person sees it now."""
+        while self.term._read(0.02):
+            pass
+        self._stream.feed(self.term.seen)
+        self.term.seen = b""
+        return "\n".join(self._screen.display)
+
+    def menu_key(self, pid: int) -> str:
+        """The key of the menu item that names `pid`, read off the menu as drawn."""
+        line = next(line for line in self.text().splitlines() if f" {pid} " in line)
+        return line[line.rindex("(") + 1 : line.rindex(")")]
+
+    def close(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+        self.term.close()
+
+
+@pytest.fixture
+def client(tmux):
+    attached = Client(tmux)
+    yield attached
+    attached.close()
 
 
 def build_c(tmp_path_factory, source: str, *flags: str) -> str:

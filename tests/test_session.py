@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import pty
 import signal
 
 import pytest
-from conftest import ECHO, Terminal, wait_for
+from conftest import ECHO, Shell, wait_for
 from test_faults import snapshot
 
 from reptyr_tmux import proc
@@ -19,37 +18,6 @@ BEFORE_THE_SWITCH = ["copy-termios", "hold-member", "hold-threads", "map-scratch
                      "old-foreground-to-leader", "note-pending", "check-new-tty"]
 THE_SWITCH = ["release-old-ctty", "set-ctty"]  # undone as far as Linux allows (see session.py)
 AFTER_THE_SWITCH = ["set-foreground", "dup-over", "tell-old-terminal"]
-
-
-class Shell:
-    """An interactive bash on a pty of its own (like an ssh session), with jobs started in it."""
-
-    def __init__(self, term: Terminal, pid: int):
-        self.term, self.pid = term, pid
-
-    def run(self, line: str, ready: str = "$ ") -> str:
-        self.term.write(line.encode() + b"\n")
-        return self.term.expect(ready)
-
-    def members(self) -> list[int]:
-        return sorted(s.pid for s in proc.all_stats() if s.sid == self.pid and s.state != "Z")
-
-
-
-@pytest.fixture
-def shell(spawn):
-    pid, master = pty.fork()
-    if pid == 0:
-        env = dict(os.environ, PS1="$ ", TERM="dumb", HISTFILE="/dev/null")
-        os.execvpe("bash", ["bash", "--norc", "--noprofile", "-i"], env)
-    term = Terminal(master, "?")
-    spawn.terminals.append(term)
-    term.expect("$ ")
-    sh = Shell(term, pid)
-    yield sh
-    for member in sh.members():
-        os.kill(member, signal.SIGKILL)
-    os.waitpid(pid, 0)
 
 
 def with_jobs(shell: Shell) -> dict[str, int]:
