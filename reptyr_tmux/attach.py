@@ -40,17 +40,25 @@ class Attached(NamedTuple):
     new_session: bool
     stopped_job: bool
     steps: list[str]
+    own_sighup: bytes | None = None  # kept ignored (keep_sighup_ignored): the action to give back later
+    old_shell: int | None = None  # the shell whose hangup it is kept from
 
 
-def attach(pid: int, tty_path: str, force_stdio: bool = False, verbose: bool = False) -> Attached:
-    """Make `tty_path` the controlling terminal of `pid` and point its terminal fds at it."""
+def attach(pid: int, tty_path: str, force_stdio: bool = False, verbose: bool = False,
+           keep_sighup_ignored: bool = False) -> Attached:
+    """Make `tty_path` the controlling terminal of `pid` and point its terminal fds at it.
+
+    keep_sighup_ignored: a job of a shell left on the old terminal stays with SIGHUP ignored (that shell
+    hangs its jobs up when its terminal closes); the caller gives the action back (set_disposition)
+    once that shell is gone, or before the new terminal goes away."""
     stats = proc.all_stats()  # one look at every process serves both checks
     plan = survey(pid, force_stdio, stats)
     check_tty_free(tty_path, stats)
+    shell = _old_shell(plan, stats) if keep_sighup_ignored else None
     tx = Transaction(verbose)
     try:
         with tx:
-            _move(tx, plan, tty_path)
+            own_sighup = _move(tx, plan, tty_path, keep_sighup_ignored=shell is not None)
     except ReptyrError as e:
         if tx.undo_errors and not isinstance(e, TargetGone):  # a dead target needs no undoing
             e.args = (f"{e.args[0]} (and could not undo: {'; '.join(tx.undo_errors)})",)
@@ -60,10 +68,19 @@ def attach(pid: int, tty_path: str, force_stdio: bool = False, verbose: bool = F
     if stopped_job or plan.stat.state == "T":
         _send(pid, signal.SIGCONT)
     return Attached(pid=pid, old_tty=proc.tty_name(plan.stat.tty_dev), new_tty=tty_path, fds=plan.fds,
-                    new_session=not plan.session_leader, stopped_job=stopped_job, steps=tx.steps_done)
+                    new_session=not plan.session_leader, stopped_job=stopped_job, steps=tx.steps_done,
+                    own_sighup=own_sighup if shell else None, old_shell=shell)
 
 
-def _move(tx: Transaction, plan: Plan, tty_path: str) -> None:
+def _old_shell(plan: Plan, stats: list[proc.Stat]) -> int | None:
+    """The shell (its parent, in its session, leading another group) whose job the target is."""
+    parent = next((s for s in stats if s.pid == plan.stat.ppid), None)
+    if parent and parent.sid == plan.stat.sid and parent.pgid != plan.stat.pgid:
+        return parent.pid
+    return None
+
+
+def _move(tx: Transaction, plan: Plan, tty_path: str, keep_sighup_ignored: bool = False) -> bytes:
     pid = plan.pid
     tx.step("copy-termios", lambda: _copy_termios(plan, tty_path), restore_termios(tty_path))
     if plan.stop_first:
@@ -74,9 +91,9 @@ def _move(tx: Transaction, plan: Plan, tty_path: str) -> None:
     # SIGHUP that giving up the old terminal sends to its group.
     tx.step("recheck-group", lambda: refuse_shared_group(proc.read_stat(pid), proc.all_stats()))
     page = tx.step("map-scratch", target.map_page, target.unmap_page, always=True)
-    tx.step("ignore-sighup", lambda: target.ignore_signal(signal.SIGHUP, page + SIGHUP_AT),
-            lambda old: target.restore_signal(signal.SIGHUP, old, page + SIGHUP_AT),
-            always=True)
+    own_sighup = tx.step("ignore-sighup", lambda: target.ignore_signal(signal.SIGHUP, page + SIGHUP_AT),
+                         lambda old: target.restore_signal(signal.SIGHUP, old, page + SIGHUP_AT),
+                         always=not keep_sighup_ignored)
     new_fd = tx.step("open-tty", lambda: open_in_target(target, page, tty_path, plan.open_flags),
                      lambda fd: target.syscall("close", fd), always=True)
     saved = {fd: tx.step(f"save-fd-{fd}", lambda fd=fd: _park_fd(target, fd),
@@ -99,6 +116,7 @@ def _move(tx: Transaction, plan: Plan, tty_path: str) -> None:
     # Last: the new terminal must still be there (its tmux pane or server may have died meanwhile);
     # if not, everything above is undone rather than leaving the program on a dead terminal.
     tx.step("check-new-tty", lambda: still_there(tty_path))
+    return own_sighup
 
 
 def still_there(tty_path: str) -> None:

@@ -103,19 +103,21 @@ def _steal_here(pid_text: str, verbose: bool) -> int:
 def _attach_here(pid_text: str, stdio: bool, verbose: bool) -> int:
     from reptyr_tmux.attach import attach
     from reptyr_tmux.ptyproxy import copy_window_size, relay
+    from reptyr_tmux.shell_hangup import ShellHangupGuard
     from reptyr_tmux.survey import parse_pid
 
     pid = parse_pid(pid_text)
     master, slave = os.openpty()
     try:
         copy_window_size(0, slave)
-        attach(pid, os.ttyname(slave), force_stdio=stdio, verbose=verbose)
+        done = attach(pid, os.ttyname(slave), force_stdio=stdio, verbose=verbose, keep_sighup_ignored=True)
     except BaseException:
         os.close(master)
         raise
     finally:
         os.close(slave)  # from here the target alone holds the slave: EIO on the master means it is gone
-    relay(master)
+    guard = ShellHangupGuard(pid, done.own_sighup, done.old_shell) if done.old_shell else None
+    relay(master, guard=guard)
     return 0
 
 

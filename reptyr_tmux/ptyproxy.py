@@ -12,6 +12,8 @@ import termios
 import tty
 from collections.abc import Iterator
 
+from reptyr_tmux.shell_hangup import ShellHangupGuard
+
 CHUNK = 65536
 
 
@@ -37,21 +39,41 @@ def raw_terminal(fd: int) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
 
 
-def relay(master_fd: int, in_fd: int = 0, out_fd: int = 1) -> None:
-    """Copy both ways until the far side closes (EIO on the master) or our input ends."""
+class Hangup(Exception):
+    """We were told to stop (SIGHUP: our terminal went away; SIGTERM)."""
+
+
+def relay(master_fd: int, in_fd: int = 0, out_fd: int = 1, guard: ShellHangupGuard | None = None) -> None:
+    """Copy both ways until the far side closes (EIO on the master) or our input ends. With a guard,
+    the moved job's SIGHUP action goes back when its old shell exits, and before we let go of the
+    master in any case (our terminal closed, SIGHUP or SIGTERM to us)."""
     previous = signal.signal(signal.SIGWINCH, lambda *_: copy_window_size(in_fd, master_fd))
+    stops = {signum: signal.signal(signum, _hang_up) for signum in (signal.SIGHUP, signal.SIGTERM)}
     copy_window_size(in_fd, master_fd)
     try:
         with raw_terminal(in_fd):
-            _pump(master_fd, in_fd, out_fd)
+            _pump(master_fd, in_fd, out_fd, guard)
+    except Hangup:
+        pass
     finally:
+        if guard is not None:
+            guard.give_back()
         signal.signal(signal.SIGWINCH, previous)
+        for signum, handler in stops.items():
+            signal.signal(signum, handler)
 
 
-def _pump(master_fd: int, in_fd: int, out_fd: int) -> None:
+def _hang_up(*_: object) -> None:
+    raise Hangup
+
+
+def _pump(master_fd: int, in_fd: int, out_fd: int, guard: ShellHangupGuard | None) -> None:
     watched = [master_fd, in_fd]
     while True:
-        readable, _, _ = select.select(watched, [], [])
+        shell_exit = guard.shell_exit if guard else None
+        readable, _, _ = select.select(watched + ([shell_exit] if shell_exit is not None else []), [], [])
+        if shell_exit is not None and shell_exit in readable:
+            guard.give_back()
         if master_fd in readable:
             try:
                 data = os.read(master_fd, CHUNK)
@@ -65,7 +87,12 @@ def _pump(master_fd: int, in_fd: int, out_fd: int) -> None:
                 return
             _write_all(out_fd, data)
         if in_fd in readable:
-            data = os.read(in_fd, CHUNK)
+            try:
+                data = os.read(in_fd, CHUNK)
+            except OSError as e:
+                if e.errno == errno.EIO:
+                    return  # our terminal hung up
+                raise
             if not data:
                 return  # our input ended
             _write_all(master_fd, data)

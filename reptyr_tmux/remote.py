@@ -289,6 +289,20 @@ class RemoteProcess:
         raise RemoteError("finding a syscall instruction", 8)
 
 
+def set_disposition(pid: int, signum: int, action: bytes | None) -> bytes:
+    """Seize `pid` for a moment to set its action for `signum` (SIG_IGN when `action` is None, else an
+    action as ignore_signal returned it); return the action it had."""
+    target = RemoteProcess.infect(pid)
+    try:
+        with target.scratch() as page:
+            old = target.ignore_signal(signum, page)
+            if action is not None:
+                target.restore_signal(signum, action, page)
+            return old
+    finally:
+        target.cure()
+
+
 def hold_other_threads(pid: int) -> list[int]:
     """Seize and stop every other thread of `pid` (no signal sent). A thread blocked reading the old
     terminal then restarts its read when let go, and so reads the new one; meanwhile none runs."""

@@ -32,6 +32,10 @@ class Terminal:
     """The master side of a pty, with a little expect()."""
 
     def __init__(self, master: int, slave_path: str):
+        # pty.fork's master is inheritable: every later child (a relay, a tmux server) would keep the
+        # terminal open, and closing it would then hang nobody up.
+        if master >= 0:
+            os.set_inheritable(master, False)
         self.master = master
         self.slave_path = slave_path
         self.seen = b""
