@@ -31,6 +31,7 @@ from reptyr_tmux.session import move_session, repaint_by_resize, survey_session
 from reptyr_tmux.steal import SessionMoved, find_session, silence_holders
 from reptyr_tmux.survey import choose_mode, describe, survey
 from reptyr_tmux.text import printable
+from reptyr_tmux.worker import run_apart
 
 HOLDER_READY_S = 5.0
 
@@ -130,7 +131,7 @@ def _session_into_pane(pid: int, server: Multiplexer, placement: str, target: st
     leader = plan.leader
     pane = _open_held_pane(leader.pid, leader.starttime, server, placement, target, name)
     try:  # (the pane's pty is free: its holder has just released it)
-        moved = move_session(plan, pane.pane_tty, note=_note(pane))
+        moved = run_apart(lambda: move_session(plan, pane.pane_tty, note=_note(pane)))
     except BaseException:
         _close(pane)
         raise
@@ -156,7 +157,7 @@ def _attach_into_pane(pid: int, server: Multiplexer, placement: str, target: str
     plan = survey(pid, force_stdio, stats)  # refuse before any pane exists (attach looks again)
     pane = _open_held_pane(pid, plan.stat.starttime, server, placement, target, name)
     try:
-        attach(pid, pane.pane_tty, force_stdio=force_stdio)
+        run_apart(lambda: attach(pid, pane.pane_tty, force_stdio=force_stdio))  # safe from our kill -9
     except BaseException:
         _close(pane)
         raise

@@ -105,12 +105,17 @@ def _attach_here(pid_text: str, stdio: bool, verbose: bool) -> int:
     from reptyr_tmux.ptyproxy import copy_window_size, relay
     from reptyr_tmux.shell_hangup import ShellHangupGuard
     from reptyr_tmux.survey import parse_pid
+    from reptyr_tmux.worker import run_apart
 
     pid = parse_pid(pid_text)
     master, slave = os.openpty()
     try:
         copy_window_size(0, slave)
-        done = attach(pid, os.ttyname(slave), force_stdio=stdio, verbose=verbose, keep_sighup_ignored=True)
+        tty = os.ttyname(slave)
+        # Apart from us: a kill -9 of this command must not leave the target half-moved; and if we die
+        # before it is done, the move is undone (the relay, we, would be gone).
+        done = run_apart(lambda: attach(pid, tty, force_stdio=stdio, verbose=verbose,
+                                        keep_sighup_ignored=True), undo_if_we_die=True, close=(master, slave))
     except BaseException:
         os.close(master)
         raise

@@ -27,6 +27,9 @@ class RemoteError(ReptyrError):
         self.errno = errno_value
         super().__init__(f"{call} failed inside the target: {os.strerror(errno_value)}")
 
+    def __reduce__(self):  # it travels from the engine's process (worker.py) by pickle
+        return type(self), (self.call, self.errno)
+
 
 class InjectedFault(ReptyrError):
     """A failure forced by the test-only fault hook (REPTYR_TMUX_FAULT)."""
@@ -41,3 +44,6 @@ class Interrupted(ReptyrError):
         self.signum = signum
         self.exit_code = 128 + signum
         super().__init__(f"interrupted by {signal.Signals(signum).name}; the target was left as it was")
+
+    def __reduce__(self):
+        return type(self), (self.signum,)

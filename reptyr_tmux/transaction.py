@@ -6,8 +6,9 @@ While the block runs, SIGINT/SIGTERM/SIGHUP to *us* are held and checked between
 aborts at a step boundary and the target is given back, instead of leaving it half-moved.
 
 The test-only fault hook: REPTYR_TMUX_FAULT=<step name> makes that step fail right after it is done;
-REPTYR_TMUX_FAULT=<step name>:SIGTERM sends us that signal there instead, and <step name>:kill=PID
-kills another process there (the target, the tmux server) to test its dying at that moment.
+REPTYR_TMUX_FAULT=<step name>:SIGTERM sends us that signal there instead, <step name>:kill=PID
+kills another process there (the target, the tmux server) to test its dying at that moment, and
+<step name>:kill=parent SIGKILLs our parent (the front end the user sees, when we run in worker.py).
 
 A move may have a point of no return (`roll_forward`): from there a failing step (or a fault) no longer
 undoes what came before. The remaining steps are still tried, their failures collected in
@@ -104,7 +105,12 @@ class Transaction:
         step, _, action = (self._fault or "").partition(":")
         if step != name:
             return
-        if action.startswith("kill="):
+        if action == "kill=parent":
+            parent = os.getppid()
+            os.kill(parent, signal.SIGKILL)
+            while os.getppid() == parent:  # until it is dead (its death signal, if any, sent)
+                time.sleep(0.001)
+        elif action.startswith("kill="):
             os.kill(int(action[5:]), signal.SIGKILL)
         elif action:
             os.kill(os.getpid(), signal.Signals[action])

@@ -1,0 +1,105 @@
+"""Run an engine call in a process of its own, which the user's kill cannot stop half-way.
+
+While the engine holds a target, what it has changed lives in the target: ptrace's signal mask (which
+stays after a tracer dies), SIGHUP ignored, parked fds, a terminal given up. Killed with SIGKILL there,
+we could never give them back. So the command a person sees (and may `kill -9`, or run under
+`timeout -s KILL`) only waits: the engine runs in a child in a session of its own, out of reach of
+signals to our process group. Our SIGINT/SIGTERM/SIGHUP are passed on to it (its transaction answers
+them at the next step, undoing everything); our death, if `undo_if_we_die`, reaches it as SIGTERM
+(PR_SET_PDEATHSIG), so a move whose front end is gone is undone instead of finished.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pickle
+import signal
+from collections.abc import Callable
+from typing import TypeVar
+
+from reptyr_tmux.errors import ReptyrError
+from reptyr_tmux.survey import speak_for
+
+T = TypeVar("T")
+PR_SET_PDEATHSIG = 1
+PASSED_ON = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def run_apart(call: Callable[[], T], undo_if_we_die: bool = False, close: tuple[int, ...] = ()) -> T:
+    """call() in a child of its own session; its result returned, its exception raised, here.
+    `close`: our fds the child must not keep open (a pty master whose closing means we are gone)."""
+    readable, writable = os.pipe()
+    parent, grandparent = os.getpid(), os.getppid()
+    child = os.fork()
+    if child == 0:
+        os.close(readable)
+        speak_for(parent, grandparent)  # "this command" and "the shell that ran it" are still those
+        _become_worker(parent, undo_if_we_die, close)
+        _exit_with(writable, call)
+    os.close(writable)
+    previous = {signum: signal.signal(signum, lambda signum, _frame: _pass_on(child, signum))
+                for signum in PASSED_ON}
+    try:
+        data = _read_all(readable)
+    finally:
+        os.close(readable)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        os.waitpid(child, 0)
+    ok, value = pickle.loads(data) if data else (False, ReptyrError("the engine's process died"))
+    if ok:
+        return value
+    raise value
+
+
+def _become_worker(parent: int, undo_if_we_die: bool, close: tuple[int, ...]) -> None:
+    for fd in close:
+        os.close(fd)
+    for signum in PASSED_ON:  # the transaction holds them while it holds the target
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGTSTP, signal.SIG_IGN)  # ^Z meant for the front end: never stop holding
+    os.setsid()
+    if undo_if_we_die:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # it died before that took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _exit_with(writable: int, call: Callable[[], object]) -> None:
+    try:
+        try:
+            outcome = (True, call())
+        except BaseException as e:  # every outcome goes back to the front end
+            outcome = (False, e)
+        try:
+            data = pickle.dumps(outcome)
+        except Exception as e:  # an exception that cannot travel: its sentence can
+            data = pickle.dumps((False, ReptyrError(str(outcome[1]) or repr(e))))
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(writable, view):]
+    except OSError:
+        pass  # the front end is gone: the outcome has nobody to go to
+    finally:
+        os._exit(0)
+
+
+def _pass_on(child: int, signum: int) -> None:
+    try:
+        os.kill(child, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except InterruptedError:
+            continue
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
