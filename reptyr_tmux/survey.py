@@ -11,19 +11,10 @@ from typing import NamedTuple
 
 from reptyr_tmux import proc
 from reptyr_tmux.errors import Refusal
+from reptyr_tmux.front_end import command_and_parent
 
 MAX_PID_FILE = "/proc/sys/kernel/pid_max"
 OUR_OWN = frozenset({"reptyr-holder", "memfd:reptyr-tm", "reptyr-relay"})  # holder, its waiter, relay
-
-
-# Who "we" are, as the user sees it: this process and its parent; worker.py's engine process speaks for
-# the command that started it.
-_front_end: tuple[int, int] | None = None
-
-
-def speak_for(front_end: int, its_parent: int) -> None:
-    global _front_end
-    _front_end = (front_end, its_parent)
 
 
 class Plan(NamedTuple):
@@ -79,7 +70,7 @@ def survey(pid: int, force_stdio: bool = False, stats: list[proc.Stat] | None = 
     `stats` (every process's stat, from proc.all_stats) spares a scan when asking about many."""
     if pid == 1:
         raise Refusal("process 1 is init: it has no terminal to move and must never be stopped")
-    us, our_parent = _front_end or (os.getpid(), os.getppid())
+    us, our_parent = command_and_parent()
     if pid in (us, os.getpid()):
         raise Refusal(f"process {pid} is this command itself")
     if pid == our_parent:

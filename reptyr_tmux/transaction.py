@@ -8,7 +8,8 @@ aborts at a step boundary and the target is given back, instead of leaving it ha
 The test-only fault hook: REPTYR_TMUX_FAULT=<step name> makes that step fail right after it is done;
 REPTYR_TMUX_FAULT=<step name>:SIGTERM sends us that signal there instead, <step name>:kill=PID
 kills another process there (the target, the tmux server) to test its dying at that moment, and
-<step name>:kill=parent SIGKILLs our parent (the front end the user sees, when we run in worker.py).
+<step name>:kill=command SIGKILLs the command the user sees (our parent when we run in worker.py, else
+ourselves) and waits for its death.
 
 A move may have a point of no return (`roll_forward`): from there a failing step (or a fault) no longer
 undoes what came before. The remaining steps are still tried, their failures collected in
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from reptyr_tmux.errors import InjectedFault, Interrupted
+from reptyr_tmux.front_end import command_and_parent
 
 T = TypeVar("T")
 HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
@@ -105,10 +107,10 @@ class Transaction:
         step, _, action = (self._fault or "").partition(":")
         if step != name:
             return
-        if action == "kill=parent":
-            parent = os.getppid()
-            os.kill(parent, signal.SIGKILL)
-            while os.getppid() == parent:  # until it is dead (its death signal, if any, sent)
+        if action == "kill=command":
+            command, _ = command_and_parent()
+            os.kill(command, signal.SIGKILL)
+            while os.getppid() == command:  # until it is dead (its death signal, if any, sent)
                 time.sleep(0.001)
         elif action.startswith("kill="):
             os.kill(int(action[5:]), signal.SIGKILL)

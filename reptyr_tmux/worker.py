@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from reptyr_tmux.errors import ReptyrError
-from reptyr_tmux.survey import speak_for
+from reptyr_tmux.front_end import speak_for
 
 T = TypeVar("T")
 PR_SET_PDEATHSIG = 1

@@ -50,7 +50,7 @@ def kill_the_front_end(spawn, victim, env: dict[str, str] | None = None, after_s
 def test_sigkill_of_the_command_at_each_step_leaves_the_target_as_it_was(spawn, step):
     victim = spawn.on_pty(ECHO)
     before = snapshot(victim.pid)
-    kill_the_front_end(spawn, victim, {"REPTYR_TMUX_FAULT": f"{step}:kill=parent"})
+    kill_the_front_end(spawn, victim, {"REPTYR_TMUX_FAULT": f"{step}:kill=command"})
     assert snapshot(victim.pid) == before  # its death reached the engine, which undid everything
     victim.term.write(b"still on the old terminal\n")
     victim.term.expect("got: still on the old terminal")
