@@ -47,11 +47,12 @@ class Adopted(NamedTuple):
     caveat: str = ""  # what the user should know about the result
 
 
-def check(pid: int, server: Multiplexer | None, force_stdio: bool = False) -> str:
-    """Why PID can be adopted (or a Refusal saying why not), without touching it."""
+def check(pid: int, server: Multiplexer | None, force_stdio: bool = False, requested: str = "auto") -> str:
+    """Why PID can be adopted in the `requested` mode (or a Refusal saying why not), without touching
+    it or anyone else."""
     if server is not None:
         server.refuse_own(pid)
-    mode, why = choose_mode(pid, "auto", force_stdio)
+    mode, why = choose_mode(pid, requested, force_stdio)
     if mode == "session":
         plan = survey_session(pid)
         return (f"process {describe(plan.picked)} can be adopted with its whole session ({len(plan.members)} "

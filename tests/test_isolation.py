@@ -189,8 +189,10 @@ def test_check_touches_no_process(sshd, tmux, bystander, spawn, monkeypatch):
     watched = [sshd.process.pid, *sshd.shells, job, alone.pid]
     look = lambda: {pid: _untouched_facts(pid) for pid in watched}  # noqa: E731
     before, others_before = bystander.state(), wait_for(lambda: _stable(look), what="stillness")
-    for pid, env in ((job, {}), (alone.pid, {}), (job, {"REPTYR_TMUX_NO_TTY_INDEX": "1"})):
-        checked = subprocess.run([*CLI, "adopt", "-L", tmux.socket, "--check", str(pid)],
+    no_tty_index = {"REPTYR_TMUX_NO_TTY_INDEX": "1"}
+    for pid, mode, env in ((job, "auto", {}), (job, "steal", {}), (alone.pid, "auto", {}),
+                           (alone.pid, "attach", {}), (job, "steal", no_tty_index)):
+        checked = subprocess.run([*CLI, "adopt", "-L", tmux.socket, "--check", "--mode", mode, str(pid)],
                                  capture_output=True, text=True, env=dict(os.environ, **env))
         if env:
             assert checked.returncode == 2 and "no tty-index" in checked.stderr, checked.stderr
@@ -269,12 +271,15 @@ def test_target_that_sees_another_dev_pts_is_refused(spawn, tmp_path, monkeypatc
     if seen_at == "after opening":  # test-only: skip the look from /proc, so the opened fd is judged
         monkeypatch.setattr(attach_module, "_refuse_other_view", lambda pid, tty: None)
     before = snapshot(victim.pid)
+    still = wait_for(lambda: _stable(lambda: _untouched_facts(victim.pid)), what="the victim to sit still")
     try:
         with pytest.raises(Refusal, match=re.escape(f"process {victim.pid} {OTHER_VIEW}")):
             attach(victim.pid, path)
     finally:
         os.close(slave)
     assert snapshot(victim.pid) == before
+    if seen_at == "before touching":
+        assert _untouched_facts(victim.pid) == still  # not even woken
     victim.term.write(b"still here\n")
     victim.term.expect("got: still here")
 
