@@ -48,11 +48,12 @@ class Adopted(NamedTuple):
     caveat: str = ""  # what the user should know about the result
 
 
-def check(pid: int, server: Multiplexer | None, force_stdio: bool = False) -> str:
-    """Why PID can be adopted (or a Refusal saying why not), without touching it."""
+def check(pid: int, server: Multiplexer | None, force_stdio: bool = False, requested: str = "auto") -> str:
+    """Why PID can be adopted in the `requested` mode (or a Refusal saying why not), without touching
+    it or anyone else."""
     if server is not None:
         server.refuse_own(pid)
-    mode, why = choose_mode(pid, "auto", force_stdio)
+    mode, why = choose_mode(pid, requested, force_stdio)
     if mode == "session":
         plan = survey_session(pid)
         return (f"process {describe(plan.picked)} can be adopted with its whole session ({len(plan.members)} "
@@ -161,7 +162,7 @@ def _attach_into_pane(pid: int, server: Multiplexer, placement: str, target: str
     except BaseException:
         _close(pane)
         raise
-    _retire_holders_of(plan.stat.tty_dev, stats)  # adopted before: its old pane has nothing left to show
+    _retire_holders_of(plan.old_tty, stats)  # adopted before: its old pane has nothing left to show
     return pane
 
 
@@ -183,13 +184,16 @@ def _open_held_pane(pid: int, starttime: int, server: Multiplexer, placement: st
     return pane
 
 
-def _retire_holders_of(tty_dev: int | None, stats: list[proc.Stat]) -> None:
+def _retire_holders_of(tty: proc.Tty | None, stats: list[proc.Stat]) -> None:
     """Our holders still waiting on the terminal the program just left: end them, so their panes close.
-    (`stats`, taken before the move, has them: a holder lives as long as what it holds.)"""
-    if tty_dev is None:
+    (`stats`, taken before the move, has them: a holder lives as long as what it holds.) Only ours (our
+    uid) on that very terminal: one of another devpts instance (a container) with the same name and
+    pty number is a stranger."""
+    if tty is None:
         return
+    me = os.geteuid()
     for stat in stats:
-        if stat.comm in READY_COMMS and proc.fd_rdev(stat.pid, 0) == tty_dev:
+        if stat.comm in READY_COMMS and proc.uid_of(stat.pid) == me and proc.tty_of_fd(stat.pid, 0) == tty:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(stat.pid, signal.SIGKILL)
 

@@ -9,6 +9,7 @@ its own (its ^C then no longer comes from the old terminal).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import termios
@@ -16,7 +17,7 @@ import time
 from typing import NamedTuple
 
 from reptyr_tmux import proc
-from reptyr_tmux.errors import ReptyrError, TargetGone
+from reptyr_tmux.errors import Refusal, RemoteError, ReptyrError, TargetGone
 from reptyr_tmux.remote import RemoteProcess, hold_other_threads, release_threads
 from reptyr_tmux.survey import Plan, check_tty_free, refuse_shared_group, survey
 from reptyr_tmux.transaction import Transaction
@@ -54,6 +55,7 @@ def attach(pid: int, tty_path: str, force_stdio: bool = False, verbose: bool = F
     stats = proc.all_stats()  # one look at every process serves both checks
     plan = survey(pid, force_stdio, stats)
     check_tty_free(tty_path, stats)
+    _refuse_other_view(pid, tty_path)
     shell = _old_shell(plan, stats) if keep_sighup_ignored else None
     tx = Transaction(verbose)
     try:
@@ -94,7 +96,7 @@ def _move(tx: Transaction, plan: Plan, tty_path: str, keep_sighup_ignored: bool 
     own_sighup = tx.step("ignore-sighup", lambda: target.ignore_signal(signal.SIGHUP, page + SIGHUP_AT),
                          lambda old: target.restore_signal(signal.SIGHUP, old, page + SIGHUP_AT),
                          always=not keep_sighup_ignored)
-    new_fd = tx.step("open-tty", lambda: open_in_target(target, page, tty_path, plan.open_flags),
+    new_fd = tx.step("open-tty", lambda: _open_ours_in_target(target, page, tty_path, plan.open_flags),
                      lambda fd: target.syscall("close", fd), always=True)
     saved = {fd: tx.step(f"save-fd-{fd}", lambda fd=fd: _park_fd(target, fd),
                          lambda copy: target.syscall("close", copy), always=True)
@@ -135,28 +137,37 @@ def _put_back(target: RemoteProcess, saved: dict[int, int], fd: int, flags: int)
         target.syscall("close", fd)
 
 
+class Dummy(NamedTuple):
+    """The short-lived child a group leader needs to leave its group."""
+
+    remote: RemoteProcess  # held by its pid in our namespace (ptrace's clone event says which)
+    pid_inside: int  # its pid as the target numbers it (clone's result): for syscalls run in there
+
+
 def _leave_own_group(tx: Transaction, target: RemoteProcess) -> None:
     """setsid() refuses a group leader: move it into a fresh group made by a short-lived dummy child."""
     dummy = tx.step("fork-dummy", lambda: _fork_dummy(target), lambda d: _end_dummy(target, d), always=True)
-    tx.step("dummy-own-group", lambda: dummy.syscall("setpgid", 0, 0))
-    tx.step("join-dummy-group", lambda: target.syscall("setpgid", 0, dummy.pid),
+    tx.step("dummy-own-group", lambda: dummy.remote.syscall("setpgid", 0, 0))
+    tx.step("join-dummy-group", lambda: target.syscall("setpgid", 0, dummy.pid_inside),
             lambda _: target.syscall("setpgid", 0, 0))
 
 
-def _fork_dummy(target: RemoteProcess) -> RemoteProcess:
+def _fork_dummy(target: RemoteProcess) -> Dummy:
     # clone with no flags and exit signal 0: a plain copy whose death sends the target no SIGCHLD.
+    # Its pid in our namespace comes from ptrace's clone event, not from clone's result: in another
+    # pid namespace that number names some other process here, or none.
     target.follow_clones(True)
     try:
-        child_pid = target.syscall("clone", 0, 0, 0, 0, 0)
+        pid_inside = target.syscall("clone", 0, 0, 0, 0, 0)
     finally:
         target.follow_clones(False)
-    return RemoteProcess.adopt_child(child_pid, target)
+    return Dummy(RemoteProcess.adopt_child(target.take_clone(), target), pid_inside)
 
 
-def _end_dummy(target: RemoteProcess, dummy: RemoteProcess) -> None:
-    dummy.kill()
+def _end_dummy(target: RemoteProcess, dummy: Dummy) -> None:
+    dummy.remote.kill()
     for _ in range(100):  # reap it in the target, never blocking the target
-        reaped = target.raw_syscall("wait4", dummy.pid, 0, WNOHANG | WALL, 0)
+        reaped = target.raw_syscall("wait4", dummy.pid_inside, 0, WNOHANG | WALL, 0)
         if reaped != 0:
             return  # reaped, or ECHILD because the target auto-reaps children
         time.sleep(0.001)
@@ -186,10 +197,9 @@ def _retake_ctty(target: RemoteProcess, page: int, old_fd: int, foreground_pgrp:
 
 
 def _copy_termios(plan: Plan, tty_path: str) -> list | None:
-    source = proc.pts_path(plan.stat.tty_dev) if plan.has_ctty else None
-    if source is None and plan.old_ctty_fd is not None:
-        source = f"/proc/{plan.pid}/fd/{plan.old_ctty_fd}"
-    return copy_termios(source, tty_path)
+    if plan.old_ctty_fd is None:
+        return None  # /dev/pts/N by name could be a namesake in another devpts instance
+    return copy_termios(f"/proc/{plan.pid}/fd/{plan.old_ctty_fd}", tty_path)
 
 
 def copy_termios(source: str | None, tty_path: str) -> list | None:
@@ -252,6 +262,42 @@ def open_in_target(target: RemoteProcess, page: int | None, path: str, flags: in
         return target.syscall("fcntl", low, F_DUPFD_CLOEXEC, SAVED_FD_BASE)
     finally:
         target.syscall("close", low)
+
+
+def _open_ours_in_target(target: RemoteProcess, page: int, tty_path: str, flags: int) -> int:
+    """Open our terminal in the target, then prove the new fd is that very terminal: the target
+    resolves the path in its own root and mount namespace, where /dev/pts may be another devpts."""
+    try:
+        fd = open_in_target(target, page, tty_path, flags)
+    except RemoteError as e:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR) and os.path.exists(tty_path):
+            raise Refusal(_other_view(target.pid, tty_path)) from None
+        raise
+    if not _same_file(f"/proc/{target.pid}/fd/{fd}", tty_path):
+        target.syscall("close", fd)
+        raise Refusal(_other_view(target.pid, tty_path))
+    return fd
+
+
+def _refuse_other_view(pid: int, tty_path: str) -> None:
+    """Before touching it: does the target's view of the path (its root, its mounts) lead to our
+    terminal? (_open_ours_in_target proves it again on the fd, race-free.)"""
+    if not _same_file(f"/proc/{pid}/root{tty_path}", tty_path):
+        raise Refusal(_other_view(pid, tty_path))
+
+
+def _other_view(pid: int, tty_path: str) -> str:
+    return (f"process {pid} sees another /dev/pts (a container or chroot): {tty_path} there is not the "
+            "new terminal, so it was left as it was; run reptyr-tmux, and tmux, inside its container or "
+            "chroot")
+
+
+def _same_file(path: str, other: str) -> bool:
+    try:
+        a, b = os.stat(path), os.stat(other)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino, a.st_rdev) == (b.st_dev, b.st_ino, b.st_rdev)
 
 
 def _park_fd(target: RemoteProcess, fd: int) -> int:

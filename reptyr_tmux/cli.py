@@ -194,7 +194,7 @@ def _adopt(args: argparse.Namespace) -> int:
     _check_modes_spec(args.modes)
     if args.check:
         server = Server(args.socket_name, args.socket_path) if _in_reach_of_tmux(args) else None
-        print(check(pid, server, args.stdio))
+        print(check(pid, server, args.stdio, args.mode))
         return 0
     server = _multiplexer(args)
     try:

@@ -37,7 +37,7 @@ class Candidate(NamedTuple):
     refusal: str | None  # why it cannot be adopted, or None
 
 
-def candidates(exclude_ttys: set[str], include_all: bool = False, enough: int | None = None
+def candidates(exclude_ttys: set[proc.Tty], include_all: bool = False, enough: int | None = None
                ) -> list[Candidate]:
     """Our user's processes on a terminal outside this tmux (or any, with include_all), then
     processes without a terminal whose output goes to a file or a terminal that is gone (nohup jobs).
@@ -45,6 +45,7 @@ def candidates(exclude_ttys: set[str], include_all: bool = False, enough: int | 
     me, my_family = os.geteuid(), _ancestors(os.getpid())
     boot_ticks = _uptime_ticks()
     stats = proc.all_stats()
+    excluded_numbers = {tty.rdev for tty in exclude_ttys}
     seen = []
     for stat in stats:
         if stat.pid in my_family or stat.flags & proc.PF_KTHREAD or stat.state in "ZX" or stat.pid == 1:
@@ -54,8 +55,9 @@ def candidates(exclude_ttys: set[str], include_all: bool = False, enough: int | 
         tty = proc.pts_path(stat.tty_dev) if stat.tty_dev else None
         if tty is None and stat.tty_dev is not None:
             continue  # a console or serial line: not ours to take
-        if tty is not None and tty in exclude_ttys and not include_all:
-            continue
+        if (stat.tty_dev in excluded_numbers and not include_all
+                and proc.session_tty(stat, stats) in exclude_ttys):
+            continue  # the very terminal of one of our panes, not a namesake (a container's pts)
         if (tty is None and not _looks_like_a_nohup_job(stat.pid)) or not _owned_by(stat.pid, me):
             continue
         seen.append((stat, tty))
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server = Server(args.socket_name, args.socket_path)
         options = _options(server)
-        found = candidates(server.pane_ttys(), args.all or options["@reptyr-pick-all"] == "on",
+        found = candidates(pane_ttys(server), args.all or options["@reptyr-pick-all"] == "on",
                            enough=None if args.list else len(MENU_KEYS))
         if args.list:
             for cand in found:
@@ -113,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reptyr-pick: {e}", file=sys.stderr)
         return e.exit_code
     return 0
+
+
+def pane_ttys(server: Server) -> set[proc.Tty]:
+    """This tmux's pane terminals, as terminals rather than names (names repeat across devpts)."""
+    return {tty for tty in map(proc.tty_of_path, server.pane_ttys()) if tty is not None}
 
 
 def _adopt_argv(args: argparse.Namespace, options: dict[str, str]) -> list[str]:

@@ -54,6 +54,7 @@ WALL = 0x40000000
 SYSCALL_STOP = signal.SIGTRAP | 0x80
 PTRACE_GETSIGMASK = 0x420A
 PTRACE_SETSIGMASK = 0x420B
+PTRACE_GETEVENTMSG = 0x4201
 # Only while we clone our dummy do we follow clones: following the target's own forks would stop
 # its children (and deadlock a vfork) whenever it happens to fork while we hold it.
 OPTIONS = pt.PTRACE_O_TRACESYSGOOD
@@ -78,6 +79,7 @@ class RemoteProcess:
         self.injected = False
         self.deferred_signals: list[int] = []
         self.saved_mask: int | None = None
+        self.clones: list[int] = []  # pids (ours) of children it cloned while we followed clones
         self._mem = os.open(f"/proc/{pid}/mem", os.O_RDWR)
         self.insn_addr = parent.insn_addr if parent else self._find_syscall_insn()
 
@@ -112,6 +114,13 @@ class RemoteProcess:
         """Take over a child our traced target just cloned (it starts stopped, already traced)."""
         _wait_stopped(pid)
         return cls(pid, parent.arch, parent)
+
+    def take_clone(self) -> int:
+        """The pid, in our namespace, of the child its last clone made (from ptrace's clone event;
+        clone's own result is the pid in the target's namespace)."""
+        if not self.clones:
+            raise ReptyrError(f"process {self.pid} cloned no child that ptrace reported")
+        return self.clones.pop()
 
     def follow_clones(self, on: bool) -> None:
         pt.ptrace_setoptions(self.pid, OPTIONS_FOR_DUMMY if on else OPTIONS)
@@ -211,11 +220,14 @@ class RemoteProcess:
         stopsig, event = os.WSTOPSIG(status), status >> 16
         if stopsig == SYSCALL_STOP:
             return True
+        if event == pt.PTRACE_EVENT_CLONE:
+            self.clones.append(_event_message(self.pid))
+            return False
         if event == 0 and not self._ignores(stopsig):
             # Only a signal that cannot be blocked gets here (all others wait, pending): keep it for
             # after the detach.
             self.deferred_signals.append(stopsig)
-        # Group stops, PTRACE_EVENT_STOPs and our dummy's clone event need nothing: we carry on.
+        # Group stops and PTRACE_EVENT_STOPs need nothing: we carry on.
         return False
 
     def _ignores(self, signum: int) -> bool:
@@ -358,6 +370,13 @@ def _run_to_interrupt_stop(pid: int, deliver: bool, note=None) -> None:
             note(status)
             signum = 0
         pt.ptrace_cont(pid, signum)
+
+
+def _event_message(pid: int) -> int:
+    """PTRACE_GETEVENTMSG: an unsigned long (python-ptrace's own reads it into a 4-byte pid_t)."""
+    message = ctypes.c_ulong()
+    pt.ptrace(PTRACE_GETEVENTMSG, pid, 0, ctypes.addressof(message))
+    return message.value
 
 
 def _detach_quietly(pid: int) -> None:

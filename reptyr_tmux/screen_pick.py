@@ -15,11 +15,12 @@ from reptyr_tmux.picker import candidates, label
 from reptyr_tmux.text import printable
 
 
-def _screen_window_ttys() -> set[str]:
+def _screen_window_ttys() -> set[proc.Tty]:
     """The terminals of screen's own windows: what runs there is in screen already."""
     stats = proc.all_stats()
     screens = {s.pid for s in stats if s.comm.lower().startswith("screen")}
-    return {proc.pts_path(s.tty_dev) or "" for s in stats if s.ppid in screens and s.tty_dev}
+    windows = (proc.ctty_of(s.pid, s) for s in stats if s.ppid in screens and s.tty_dev)
+    return {tty for tty in windows if tty is not None}
 
 
 def main(argv: list[str]) -> int:

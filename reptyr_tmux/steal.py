@@ -1,10 +1,12 @@
 """Steal mode: take a whole terminal session by taking its pty *master* from whoever holds it.
 
 The holder (sshd, a terminal emulator, a script, another tmux) is found by scanning every process's
-ptmx fds for the right tty-index; we take a copy of its master with pidfd_getfd (nothing injected
-into it for that), then make it stop reading by putting /dev/null over its master fds (injected, with
-an undo). Every process of the session — the shell, its jobs, their children — keeps its terminal;
-only the other end of it moves to us, and a relay copies it to and from the new pane.
+ptmx fds for the right pty: the right tty-index *in the right devpts instance* (pty numbers repeat in
+every container), confirmed by the kernel before we rely on it. We take a copy of its master with
+pidfd_getfd (nothing injected into it for that), then make it stop reading by putting /dev/null over
+its master fds (injected, with an undo). Every process of the session — the shell, its jobs, their
+children — keeps its terminal; only the other end of it moves to us, and a relay copies it to and
+from the new pane.
 
 While the holder lets go it may send the session leader SIGHUP (a terminal emulator whose child
 "went away" does); the leader ignores SIGHUP for that moment only, then gets its own disposition back.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import signal
 import socket
@@ -32,9 +35,7 @@ from reptyr_tmux.text import printable
 from reptyr_tmux.transaction import Transaction
 
 HUP_GRACE_S = 0.3  # how long a holder gets to react to losing the master before SIGHUP counts again
-PTMX = ("/dev/ptmx", "/dev/pts/ptmx")
-TIOCGPTN = 0x80045430  # _IOR('T', 0x30, unsigned int): the same on x86 and arm64; not in termios
-NO_TTY_INDEX_ENV = "REPTYR_TMUX_NO_TTY_INDEX"  # test-only: behave as on a kernel without tty-index
+TIOCGPTPEER = 0x5441  # _IO('T', 0x41): open the slave of a master; not in termios
 
 
 class MasterHolder(NamedTuple):
@@ -46,49 +47,84 @@ class MasterHolder(NamedTuple):
 class Session(NamedTuple):
     """A terminal session to steal: its pty, its leader, and who holds the master."""
 
-    tty_index: int
+    tty: proc.Tty
     leader: int
     holders: tuple[MasterHolder, ...]
     members: tuple[int, ...]
 
+    @property
+    def tty_index(self) -> int:
+        return self.tty.index or 0
+
 
 def find_session(pid: int, stats: list[proc.Stat] | None = None) -> Session:
+    """Who holds the master of `pid`'s terminal. Read-only: no holder candidate is touched."""
     stat = proc.read_stat(pid)
     path = proc.pts_path(stat.tty_dev) if stat.tty_dev else None
     if path is None:
         raise Refusal(f"process {describe(stat)} has no pseudo-terminal, so there is no session to take")
-    index = int(path.rsplit("/", 1)[1])
-    holders = tuple(h for h in (_ptmx_holder(p, index) for p in proc.all_pids()) if h)
+    stats = stats or proc.all_stats()
+    tty = proc.session_tty(stat, stats)
+    if tty is None:
+        raise Refusal(f"cannot tell which {proc.tty_name(stat.tty_dev)} process {describe(stat)} is on "
+                      "(neither it nor its session leader has it open, and pty numbers repeat in every "
+                      "container); use --mode attach")
+    masters = [(p, fd) for p in proc.all_pids() for fd in _ptmx_fds(p)]
+    if masters and all(proc.tty_index(p, fd) is None for p, fd in masters):
+        raise Refusal("this kernel does not say which pty a master is (no tty-index in /proc/PID/fdinfo), "
+                      "so the holder of the session's terminal cannot be found without running code in "
+                      "every candidate; use --mode attach")
+    holders = tuple(h for h in (_holder(p, [fd for q, fd in masters if q == p], tty)
+                                for p in dict.fromkeys(p for p, _ in masters)) if h)
     if not holders:
         raise Refusal(f"no process holds the master side of {path} (or we may not look at it)")
-    members = tuple(s.pid for s in stats or proc.all_stats() if s.sid == stat.sid)
-    return Session(index, stat.sid, holders, members)
+    members = tuple(s.pid for s in stats if s.sid == stat.sid)
+    return Session(tty, stat.sid, holders, members)
 
 
-def _ptmx_holder(pid: int, index: int) -> MasterHolder | None:
-    fds = []
+def _ptmx_fds(pid: int) -> list[int]:
     try:
-        for name in os.listdir(f"/proc/{pid}/fd"):
-            if os.readlink(f"/proc/{pid}/fd/{name}") in PTMX and _pty_index(pid, int(name)) == index:
-                fds.append(int(name))
-        return MasterHolder(pid, tuple(sorted(fds)), proc.read_stat(pid).comm) if fds else None
-    except (OSError, ReptyrError):
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return []
+    return [int(name) for name in names if _is_ptmx(f"/proc/{pid}/fd/{name}")]
+
+
+def _is_ptmx(path: str) -> bool:
+    try:
+        return os.stat(path).st_rdev == proc.DEV_PTMX
+    except OSError:
+        return False
+
+
+def _holder(pid: int, fds: list[int], tty: proc.Tty) -> MasterHolder | None:
+    """`pid` as a holder of `tty`'s master: only its fds that are that very pty, of that instance."""
+    mine = tuple(sorted(fd for fd in fds if proc.master_tty(pid, fd) == tty and _kernel_agrees(pid, fd, tty)))
+    try:
+        return MasterHolder(pid, mine, proc.read_stat(pid).comm) if mine else None
+    except OSError:
         return None
 
 
-def _pty_index(pid: int, fd: int) -> int | None:
-    """Which pty a master fd is: fdinfo's tty-index, or (kernels without it) TIOCGPTN run inside."""
-    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-        for line in f:
-            if line.startswith("tty-index:") and not os.environ.get(NO_TTY_INDEX_ENV):
-                return int(line.split()[1])
-    target = RemoteProcess.infect(pid)
+def _kernel_agrees(pid: int, fd: int, tty: proc.Tty) -> bool:
+    """Confirm master_tty's reading with the kernel itself, holder untouched: a copy of the master
+    (pidfd_getfd) opens its slave (TIOCGPTPEER), which the kernel allows only while the devpts beside
+    the ptmx node is still the master's own — a devpts mounted over it since fails (ENODEV), as
+    does a namesake. Without pidfd_getfd (Linux < 5.6) the reading from /proc stands alone."""
     try:
-        with target.scratch() as page:
-            target.syscall("ioctl", fd, TIOCGPTN, page)
-            return int.from_bytes(target.read(page, 4), "little")
+        master = take_fd(pid, fd)
+    except OSError as e:
+        return e.errno == errno.ENOSYS
+    try:
+        peer = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
     finally:
-        target.cure()
+        os.close(master)
+    try:
+        return proc.tty_of_stat(os.fstat(peer)) == tty
+    finally:
+        os.close(peer)
 
 
 def grab_master(holder: MasterHolder) -> int:

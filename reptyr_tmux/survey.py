@@ -14,6 +14,7 @@ from reptyr_tmux.errors import Refusal
 from reptyr_tmux.front_end import command_and_parent
 
 MAX_PID_FILE = "/proc/sys/kernel/pid_max"
+GLOBAL_TTYS = (proc.DEV_TTY, proc.DEV_CONSOLE)  # the same device in every instance: always moved
 OUR_OWN = frozenset({"reptyr-holder", "memfd:reptyr-tm", "reptyr-relay"})  # holder, its waiter, relay
 
 
@@ -25,6 +26,7 @@ class Plan(NamedTuple):
     fds: list[int]  # the target's fds to point at the new terminal
     fd_cloexec: dict[int, bool]
     old_ctty_fd: int | None  # an fd of the target open on its controlling tty
+    old_tty: proc.Tty | None  # that controlling tty (None: it has none, or none of its fds is on it)
     missing_fds: set[int]  # -s: stdio fds the target has closed
     open_flags: int  # O_NONBLOCK if the program's terminal fd had it
     stop_first: bool  # send SIGTSTP so its shell gets the prompt back
@@ -82,9 +84,10 @@ def survey(pid: int, force_stdio: bool = False, stats: list[proc.Stat] | None = 
     except FileNotFoundError:
         raise Refusal(f"no process {pid} exists; check the id with 'ps'") from None
     refuse_unmovable(stat, status)
+    _refuse_other_pid_namespace(stat)
     stats = stats or proc.all_stats()
     refuse_shared_group(stat, stats)
-    fds, old_ctty_fd = _terminal_fds(pid, stat, force_stdio)
+    fds, old_ctty_fd, old_tty = _terminal_fds(pid, stat, force_stdio)
     if not fds:
         raise Refusal(f"process {describe(stat)} has no terminal open (its fds point elsewhere); "
                       "use -s to attach its stdin, stdout and stderr anyway")
@@ -96,7 +99,7 @@ def survey(pid: int, force_stdio: bool = False, stats: list[proc.Stat] | None = 
     # A shell's job is stopped first so its shell takes the prompt back; an orphaned group would
     # ignore the stop (the kernel drops it), so it is not asked.
     stop_first = stat.tty_dev is not None and not orphaned and stat.state != "T" and not ignores_tstp
-    return Plan(pid=pid, stat=stat, fds=fds, old_ctty_fd=old_ctty_fd, missing_fds=missing,
+    return Plan(pid=pid, stat=stat, fds=fds, old_ctty_fd=old_ctty_fd, old_tty=old_tty, missing_fds=missing,
                 fd_cloexec={fd: bool(_flags(pid, fd) & os.O_CLOEXEC) for fd in present},
                 open_flags=_flags(pid, present[0]) & os.O_NONBLOCK if present else 0, orphaned=orphaned,
                 stop_first=stop_first)
@@ -126,6 +129,18 @@ def refuse_unmovable(stat: proc.Stat, status: dict[str, str]) -> None:
                       "run this as that user or as root")
 
 
+def _refuse_other_pid_namespace(stat: proc.Stat) -> None:
+    """The move passes pids we read from /proc (our namespace's numbers) into the target (setpgid,
+    TIOCSPGRP): inside another pid namespace they would name other processes, or none."""
+    try:
+        same = proc.same_namespace(stat.pid, "pid")
+    except OSError:
+        return  # not ours to look at: tracing it is refused just as clearly
+    if not same:
+        raise Refusal(f"process {describe(stat)} runs in another pid namespace (a container); "
+                      "run reptyr-tmux inside it")
+
+
 def refuse_shared_group(stat: proc.Stat, stats: list[proc.Stat]) -> None:
     others = [s for s in proc.group_members(stat.pgid, stats) if s.pid != stat.pid]
     if not others:
@@ -147,19 +162,24 @@ def _refuse_other_foreground(stat: proc.Stat, stats: list[proc.Stat]) -> None:
                   "hang that job up. Move the whole session instead (adopt --mode session)")
 
 
-def _terminal_fds(pid: int, stat: proc.Stat, force_stdio: bool) -> tuple[list[int], int | None]:
-    ctty = stat.tty_dev
-    wanted = {d for d in (ctty, proc.DEV_TTY, proc.DEV_CONSOLE) if d is not None}
-    fds, ctty_fd = [], None
-    for fd in proc.open_fds(pid):
-        rdev = proc.fd_rdev(pid, fd)
-        if rdev in wanted:
-            fds.append(fd)
-            if rdev == ctty and ctty_fd is None:
-                ctty_fd = fd
+def _terminal_fds(pid: int, stat: proc.Stat, force_stdio: bool
+                  ) -> tuple[list[int], int | None, proc.Tty | None]:
+    """The fds to move, the first one on its controlling terminal, and that terminal.
+
+    /proc names the controlling terminal by device number only, which repeats in every devpts
+    instance: fds on a namesake from another instance (a container's pts) must never be moved, and
+    when its fds disagree there is no telling which one is its terminal."""
+    found = proc.fds_on(pid, {d for d in (stat.tty_dev, *GLOBAL_TTYS) if d is not None})
+    on_ctty = {fd: tty for fd, tty in found.items() if tty.rdev == stat.tty_dev}
+    fds = sorted(found)
+    instances = set(on_ctty.values())
+    if len(instances) > 1:
+        raise Refusal(f"process {describe(stat)} has fds on {len(instances)} different terminals that "
+                      f"are all called {proc.tty_name(stat.tty_dev)} (from different devpts instances, "
+                      "e.g. a container's), so which one is its terminal cannot be told; it is not moved")
     if force_stdio:
         fds = sorted(set(fds) | {0, 1, 2})
-    return fds, ctty_fd
+    return fds, min(on_ctty, default=None), instances.pop() if instances else None
 
 
 def _flags(pid: int, fd: int) -> int:
@@ -172,7 +192,7 @@ def _flags(pid: int, fd: int) -> int:
 def check_tty_free(tty_path: str, stats: list[proc.Stat] | None = None) -> None:
     """Refuse a destination that is another session's controlling terminal (TIOCSCTTY would fail).
 
-    TIOCGSID answers only for one's own terminal, so look for any process whose stat names it.
+    TIOCGSID answers only for one's own terminal, so look for any process whose stat and fds name it.
     """
     try:
         st = os.stat(tty_path)
@@ -180,7 +200,11 @@ def check_tty_free(tty_path: str, stats: list[proc.Stat] | None = None) -> None:
         raise Refusal(f"cannot use the new terminal {tty_path}: {e.strerror}") from None
     if not _is_terminal(tty_path):
         raise Refusal(f"{tty_path} is not a terminal device")
-    holders = [s for s in stats or proc.all_stats() if s.tty_dev == st.st_rdev]
+    wanted = proc.tty_of_stat(st)
+    # Only a process known to be on this very terminal counts: one on a namesake in another devpts
+    # instance (a container's pts with the same number) does not hold ours.
+    stats = stats or proc.all_stats()
+    holders = [s for s in stats if s.tty_dev == st.st_rdev and proc.session_tty(s, stats) == wanted]
     if holders:
         leader = min(holders, key=lambda s: (s.pid != s.sid, s.pid))
         raise Refusal(f"{tty_path} is already the controlling terminal of session {leader.sid} "

@@ -239,12 +239,15 @@ def test_steal_mode_end_to_end_without_pidfd_getfd(sshd, tmp_path):
         subprocess.run([*server.argv, "kill-server"], capture_output=True)
 
 
-def test_holder_found_with_tiocgptn_where_fdinfo_has_no_tty_index(sshd, monkeypatch):
+def test_steal_refuses_where_fdinfo_has_no_tty_index(sshd, monkeypatch):
+    """Without tty-index only running TIOCGPTN inside every pty holder would tell: refused instead."""
+    from reptyr_tmux.errors import Refusal
     from reptyr_tmux.steal import find_session
 
-    expected = find_session(sshd.shells[0])
     monkeypatch.setenv("REPTYR_TMUX_NO_TTY_INDEX", "1")
-    found = find_session(sshd.shells[0])
-    assert found.holders == expected.holders and found.tty_index == expected.tty_index
-    sshd.type(0, "echo asked-inside")  # the holders we asked are unharmed
-    sshd.wait_log(0, "asked-inside\r\n")
+    fds_before = {fd: proc.fd_target(sshd.process.pid, fd) for fd in proc.open_fds(sshd.process.pid)}
+    with pytest.raises(Refusal, match="no tty-index in /proc/PID/fdinfo.*use --mode attach"):
+        find_session(sshd.shells[0])
+    assert {fd: proc.fd_target(sshd.process.pid, fd) for fd in proc.open_fds(sshd.process.pid)} == fds_before
+    sshd.type(0, "echo not-asked")
+    sshd.wait_log(0, "not-asked\r\n")
