@@ -96,7 +96,7 @@ def _move(tx: Transaction, plan: Plan, tty_path: str, keep_sighup_ignored: bool 
     own_sighup = tx.step("ignore-sighup", lambda: target.ignore_signal(signal.SIGHUP, page + SIGHUP_AT),
                          lambda old: target.restore_signal(signal.SIGHUP, old, page + SIGHUP_AT),
                          always=not keep_sighup_ignored)
-    new_fd = tx.step("open-tty", lambda: _open_ours_in_target(target, page, tty_path, plan.open_flags),
+    new_fd = tx.step("open-tty", lambda: open_ours_in_target(target, page, tty_path, plan.open_flags),
                      lambda fd: target.syscall("close", fd), always=True)
     saved = {fd: tx.step(f"save-fd-{fd}", lambda fd=fd: _park_fd(target, fd),
                          lambda copy: target.syscall("close", copy), always=True)
@@ -264,7 +264,7 @@ def open_in_target(target: RemoteProcess, page: int | None, path: str, flags: in
         target.syscall("close", low)
 
 
-def _open_ours_in_target(target: RemoteProcess, page: int, tty_path: str, flags: int) -> int:
+def open_ours_in_target(target: RemoteProcess, page: int, tty_path: str, flags: int) -> int:
     """Open our terminal in the target, then prove the new fd is that very terminal: the target
     resolves the path in its own root and mount namespace, where /dev/pts may be another devpts."""
     try:
@@ -281,7 +281,7 @@ def _open_ours_in_target(target: RemoteProcess, page: int, tty_path: str, flags:
 
 def _refuse_other_view(pid: int, tty_path: str) -> None:
     """Before touching it: does the target's view of the path (its root, its mounts) lead to our
-    terminal? (_open_ours_in_target proves it again on the fd, race-free.)"""
+    terminal? (open_ours_in_target proves it again on the fd, race-free.)"""
     if not _same_file(f"/proc/{pid}/root{tty_path}", tty_path):
         raise Refusal(_other_view(pid, tty_path))
 

@@ -42,6 +42,7 @@ from reptyr_tmux.attach import (
     SAVED_FD_BASE,
     copy_termios,
     open_in_target,
+    open_ours_in_target,
     restore_termios,
     still_there,
 )
@@ -65,7 +66,7 @@ class SessionPlan(NamedTuple):
     leader: proc.Stat
     members: list[proc.Stat]
     old_tty: str  # its name, for messages ("pts/3")
-    old_terminal: tuple[int, int]  # (st_dev, st_rdev): the devpts instance and the device
+    old_terminal: proc.Tty  # its devpts instance and device: the number alone repeats across instances
 
 
 class Moved(NamedTuple):
@@ -125,29 +126,21 @@ def refuse_untraceable(stat: proc.Stat) -> None:
     if me != 0:
         uids = [int(u) for u in status.get("Uid", "").split()[:3]]
         gids = [int(g) for g in status.get("Gid", "").split()[:3]]
-        if set(uids) != {me} or set(gids) != {os.getgid()} or not _dumpable_by(stat.pid, me):
+        if set(uids) != {me} or set(gids) != {os.getgid()} or proc.uid_of(stat.pid) not in (me, None):
             raise Refusal(f"process {who} in that terminal session is not entirely yours (another user's, "
                           "setuid or setgid, like sudo or su), so it may not be traced; run this as root, "
                           "or move just the picked process (--mode attach)")
     for kind in ("pid", "mnt"):
-        if _namespace(stat.pid, kind) != _namespace(os.getpid(), kind):
+        if not _same_namespace(stat.pid, kind):
             raise Refusal(f"process {who} in that terminal session runs in another {kind} namespace "
                           "(a container); run reptyr-tmux inside it")
 
 
-def _dumpable_by(pid: int, uid: int) -> bool:
-    """A process that changed identity (setuid, setgid) is not dumpable: /proc shows it as root's."""
+def _same_namespace(pid: int, kind: str) -> bool:
     try:
-        return os.stat(f"/proc/{pid}").st_uid == uid
+        return proc.same_namespace(pid, kind)
     except OSError:
-        return True  # gone: nothing to refuse
-
-
-def _namespace(pid: int, kind: str) -> str | None:
-    try:
-        return os.readlink(f"/proc/{pid}/ns/{kind}")
-    except OSError:
-        return None
+        return True  # it has just exited: nothing to refuse
 
 
 def _refuse_yama() -> None:
@@ -162,15 +155,9 @@ def _refuse_yama() -> None:
                       "'sysctl kernel.yama.ptrace_scope=0'")
 
 
-def _old_terminal(members: list[proc.Stat], tty_dev: int) -> tuple[int, int]:
-    """(st_dev, st_rdev) of the session's terminal, from the members' own fds: the device number
-    alone repeats across devpts instances (containers), the instance tells them apart."""
-    seen = set()
-    for member in members:
-        for fd in _fds(member.pid):
-            key = _fd_key(member.pid, fd)
-            if key is not None and key[1] == tty_dev:
-                seen.add(key)
+def _old_terminal(members: list[proc.Stat], tty_dev: int) -> proc.Tty:
+    """The session's terminal, from the members' own fds on its device number."""
+    seen = {tty for member in members for tty in proc.fds_on(member.pid, {tty_dev}).values()}
     if not seen:
         raise Refusal(f"no process of the session on {proc.tty_name(tty_dev)} has that terminal open; "
                       "adopt the picked process alone (--mode attach -s)")
@@ -180,27 +167,11 @@ def _old_terminal(members: list[proc.Stat], tty_dev: int) -> tuple[int, int]:
     return seen.pop()
 
 
-def _fds(pid: int) -> list[int]:
-    try:
-        return proc.open_fds(pid)
-    except OSError:
-        return []
-
-
-def _fd_key(pid: int, fd: int) -> tuple[int, int] | None:
-    try:
-        st = os.stat(f"/proc/{pid}/fd/{fd}")
-    except OSError:
-        return None
-    return (st.st_dev, st.st_rdev) if st.st_rdev else None
-
-
-def _fds_on(pid: int, terminal: tuple[int, int]) -> dict[int, int]:
+def _fds_on(pid: int, terminal: proc.Tty) -> dict[int, int]:
     """The fds of `pid` on the old terminal (or /dev/tty, which is it), with their open flags."""
     found = {}
-    for fd in _fds(pid):
-        key = _fd_key(pid, fd)
-        if key == terminal or (key is not None and key[1] == proc.DEV_TTY):
+    for fd, tty in proc.fds_on(pid, {terminal.rdev, proc.DEV_TTY}).items():
+        if tty == terminal or tty.rdev == proc.DEV_TTY:
             with contextlib.suppress(OSError):
                 found[fd] = proc.fd_flags(pid, fd)
     return found
@@ -304,19 +275,10 @@ def _open_new_terminal(tx: Transaction, member: Held, tty_path: str, is_leader: 
     """The new terminal opened in `member` once per kind of fd it has there (the leader also gets a
     read-write one to take as its controlling terminal); flags -> fd."""
     kinds = {flags & REOPEN_FLAGS for flags in member.fds.values()} | ({os.O_RDWR} if is_leader else set())
-    return {kind: tx.step("open-tty", lambda kind=kind: _open_verified(member, tty_path, kind),
+    return {kind: tx.step("open-tty", lambda kind=kind: open_ours_in_target(member.target, member.page,
+                                                                               tty_path, kind),
                           lambda fd: member.target.syscall("close", fd), always=True)
             for kind in sorted(kinds)}
-
-
-def _open_verified(member: Held, tty_path: str, flags: int) -> int:
-    fd = open_in_target(member.target, member.page + PATH_AT, tty_path, flags)
-    ours, theirs = os.stat(tty_path), os.stat(f"/proc/{member.stat.pid}/fd/{fd}")
-    if (ours.st_dev, ours.st_rdev, ours.st_ino) != (theirs.st_dev, theirs.st_rdev, theirs.st_ino):
-        member.target.syscall("close", fd)
-        raise Refusal(f"process {describe(member.stat)} sees another {tty_path} than we do (a container "
-                      "or chroot); nothing was moved")
-    return fd
 
 
 def _park(target: RemoteProcess, fd: int) -> int:
@@ -378,8 +340,8 @@ def _tell(leader: int, old_fd: int, note: str) -> None:
 def _any_fd_path(plan: SessionPlan) -> str | None:
     """A path that opens the old terminal itself (for termios), through a member's fd on it."""
     for member in [plan.leader, *plan.members]:
-        for fd in _fds(member.pid):
-            if _fd_key(member.pid, fd) == plan.old_terminal:
+        for fd, tty in proc.fds_on(member.pid, {plan.old_terminal.rdev}).items():
+            if tty == plan.old_terminal:
                 return f"/proc/{member.pid}/fd/{fd}"
     return None
 
