@@ -339,3 +339,6 @@ def tmux():
     server("-f", "/dev/null", "new-session", "-d", "-s", "main", "-x", "100", "-y", "30")
     yield server
     subprocess.run([*server.argv, "kill-server"], capture_output=True)
+
+
+from realssh import ordinary_user, sshd, user_install  # noqa: E402, F401  (fixtures: a real sshd and user)
