@@ -293,8 +293,12 @@ class ChildTerminal(Terminal):
 
     def alive(self) -> bool:
         """Still running (reaps it once it has exited)."""
-        if self.pid > 0 and os.waitpid(self.pid, os.WNOHANG)[0] == self.pid:
-            self.pid = -1  # reaped: the number may be reused from now on
+        try:
+            reaped = self.pid > 0 and os.waitpid(self.pid, os.WNOHANG)[0] == self.pid
+        except ChildProcessError:  # reaped elsewhere (kill_user_processes reaps what it kills)
+            reaped = True
+        if reaped:
+            self.pid = -1  # the number may be reused from now on
         return self.pid > 0
 
     def wait(self, timeout: float = 10.0) -> None:

@@ -48,6 +48,9 @@ def test_ordinary_user_logs_in_over_ssh_with_each_shell(sshd, ordinary_user, she
         assert proc.read_stat(login.shell_pid).comm == shell
         assert_leads_its_session_on_the_pts(login, ordinary_user.uid)
         assert [proc.cmdline(pid)[0] for pid in login.sshd_pids[1:]] == [f"sshd: {ordinary_user.name} [priv]"]
+        # As on any real server: the user may look into (and trace) its shell, not into its sshd.
+        assert as_user(ordinary_user, ["ls", f"/proc/{login.shell_pid}/fd"]).returncode == 0
+        assert as_user(ordinary_user, ["ls", f"/proc/{login.sshd_pids[0]}/fd"]).returncode != 0
         login.run('echo "out:$RTU_GREETING:$USER"; tty')
         seen = login.expect_prompt()
         assert f"out:hello:{ordinary_user.name}" in seen and login.pts in seen
@@ -117,7 +120,8 @@ def test_user_and_sshd_leave_nothing_behind():
         login = server.login(user)
         login.run("sleep 300 &")  # a job the login's close() must end
         login.expect_prompt()
-        daemon = as_user(user, ["setsid", "-f", "sleep", "300"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # escaped from every session
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        daemon = as_user(user, ["setsid", "-f", "sleep", "300"], **quiet)  # escaped from every session
         assert daemon.returncode == 0
         listener, connection = server.process.pid, login.sshd_pids
         files = [server.workdir, user.home]
