@@ -277,6 +277,14 @@ def _become_session_on(slave: int, argv: list[str], env: dict[str, str], user: U
         os._exit(127)
 
 
+def _canonical(tty_path: str) -> bool:
+    fd = os.open(tty_path, os.O_RDWR | os.O_NOCTTY)
+    try:
+        return bool(termios.tcgetattr(fd)[3] & termios.ICANON)
+    finally:
+        os.close(fd)
+
+
 def _tty_group() -> int:
     try:
         return grp.getgrnam("tty").gr_gid
@@ -333,6 +341,9 @@ def attached_client(tmux: Tmux, target: str = "main", term: str = TERM) -> Child
     client = ChildTerminal(*spawn_on_pty([*tmux.argv, "attach", "-t", target], env, user))
     try:
         wait_for(lambda: tmux("list-clients", "-t", target).strip(), what="the tmux client to attach")
+        # Keys typed before the server makes the terminal raw would wait in the line discipline for a
+        # newline that never comes.
+        wait_for(lambda: not _canonical(client.slave_path), what="the client's terminal to be raw")
     except BaseException:
         client.close()
         raise
