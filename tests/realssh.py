@@ -331,14 +331,16 @@ class ChildTerminal(Terminal):
         self.close()
 
 
-def attached_client(tmux: Tmux, target: str = "main", term: str = TERM) -> ChildTerminal:
-    """A real tmux client attached to `target` of `tmux` (a conftest Tmux, or a UserTmux: then the
-    client runs as that user) in a fresh 100x30 pty; write keys to it (b"\\x02A" is prefix + A) and
-    expect() what it draws. close() (or `with`) detaches it."""
-    user = getattr(tmux, "user", None)
+def attached_client(tmux: Tmux, target: str = "main", term: str = TERM, user: User | None = None,
+                    size: tuple[int, int] = SIZE) -> ChildTerminal:
+    """A real tmux client attached to `target` of `tmux` in a fresh pty of `size` (columns, rows), run
+    as `user` (default: the UserTmux's user, or root for a conftest Tmux); write keys to it
+    (b"\\x02A" is prefix + A) and expect() the bytes it draws (conftest.Client renders them).
+    close() (or `with`) kills it."""
+    user = user or getattr(tmux, "user", None)
     env = user_env(user) if user else {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
     env["TERM"] = term
-    client = ChildTerminal(*spawn_on_pty([*tmux.argv, "attach", "-t", target], env, user))
+    client = ChildTerminal(*spawn_on_pty([*tmux.argv, "attach", "-t", target], env, user, size))
     try:
         wait_for(lambda: tmux("list-clients", "-t", target).strip(), what="the tmux client to attach")
         # Keys typed before the server makes the terminal raw would wait in the line discipline for a
@@ -524,6 +526,9 @@ AllowAgentForwarding no
 MaxStartups 64
 MaxSessions 64
 LogLevel INFO
+# bash runs ~/.bashrc for a command sshd starts unless it looks nested (SHLVL): the login shell must not
+# run root's rc files (a pyenv there waits a minute on a stale lock) before it execs the wanted shell.
+SetEnv SHLVL=1
 """
 
     def stop(self) -> None:

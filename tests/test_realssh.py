@@ -9,11 +9,10 @@ import shlex
 import subprocess
 
 import pytest
-from conftest import wait_for
+from conftest import Client, wait_for
 from realssh import (
     SshLogin,
     as_user,
-    attached_client,
     new_user,
     running_sshd,
     user_pids,
@@ -105,14 +104,17 @@ def test_as_user_gives_a_login_environment_and_no_groups(ordinary_user, monkeypa
 
 
 def test_keys_typed_into_a_users_attached_tmux_client_reach_its_pane(ordinary_user):
-    with user_tmux(ordinary_user) as tmux, attached_client(tmux) as client:
-        assert tmux.pane("main", "#{client_tty}") == client.slave_path
-        client.write(b"echo typed-$((6*7))\r")
-        tmux.wait_screen("main", "typed-42")
-        client.write(b"\x02c")  # prefix + c: a new window, which the client draws in its status line
-        wait_for(lambda: len(tmux.windows()) == 2, what="the new window")
-        client.expect("1:bash*")
-        assert int(proc.read_status(client.pid)["Uid"].split()[1]) == ordinary_user.uid
+    with user_tmux(ordinary_user) as tmux:
+        client = Client(tmux)  # as the server's user
+        try:
+            assert tmux.pane("main", "#{client_tty}") == client.term.slave_path
+            assert int(proc.read_status(client.pid)["Uid"].split()[1]) == ordinary_user.uid
+            client.type(b"echo typed-$((6*7))\r")
+            tmux.wait_screen("main", "typed-42")
+            client.type(b"\x02c")  # prefix + c: a new window, which the client draws in its status line
+            client.wait("1:bash*")
+        finally:
+            client.close()
 
 
 def test_user_and_sshd_leave_nothing_behind():
