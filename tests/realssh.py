@@ -398,13 +398,19 @@ class SshLogin(ChildTerminal):
         self.kill()
 
     def close(self) -> None:
-        """SIGKILL the remote session and the client; wait for this connection's sshd to end."""
+        """SIGKILL the remote session (again while members remain: one may fork meanwhile) and the
+        client; wait for the session and this connection's sshd to end."""
         if self.shell_pid:
-            for pid in self.session():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            wait_for(self._kill_session, what=f"the session of {self.shell_pid} to end")
         super().close()
         _end_processes(self._sshd_stats)
+
+    def _kill_session(self) -> bool:
+        members = self.session()
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return not members
 
     def _learn_remote(self, listener: int) -> None:
         self.shell_pid = int(self.expect("\r\n").strip())
