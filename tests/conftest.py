@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import pty
 import select
-import shlex
 import shutil
 import signal
-import struct
 import subprocess
 import sys
-import termios
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,20 +234,14 @@ class Client:
     them; what the client draws is rendered by a terminal emulator (pyte), menus included."""
 
     def __init__(self, server: Tmux, user: str | None = None, rows: int = 30, cols: int = 100):
+        """As `user` (a name) if given, else as the server's user (realssh.UserTmux) or root."""
         import pyte
+        from realssh import User, attached_client  # realssh imports this module: import it when used
 
-        argv = [*server.argv, "attach", "-t", "main"]
-        if user:
-            argv = ["su", user, "-c", shlex.join(argv)]
-        self.pid, master = pty.fork()
-        if self.pid == 0:
-            os.environ["TERM"] = "xterm-256color"
-            os.execvp(argv[0], argv)
-        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("hhhh", rows, cols, 0, 0))
-        self.term = Terminal(master, "?")
+        self.term = attached_client(server, user=User.named(user) if user else None, size=(cols, rows))
+        self.pid = self.term.pid
         self._screen = pyte.Screen(cols, rows)
         self._stream = pyte.ByteStream(self._screen)
-        wait_for(lambda: server("list-clients").strip(), what="the client to attach")
 
     def type(self, keys: bytes) -> None:
         self.term.write(keys)
@@ -273,11 +263,7 @@ class Client:
         return line[line.rindex("(") + 1 : line.rindex(")")]
 
     def close(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
-        self.term.close()
+        self.term.close()  # kills and reaps the client
 
 
 @pytest.fixture
@@ -339,3 +325,6 @@ def tmux():
     server("-f", "/dev/null", "new-session", "-d", "-s", "main", "-x", "100", "-y", "30")
     yield server
     subprocess.run([*server.argv, "kill-server"], capture_output=True)
+
+
+from realssh import ordinary_user, sshd, user_install  # noqa: E402, F401  (fixtures: a real sshd and user)

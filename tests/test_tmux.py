@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
 import signal
-import struct
 import subprocess
 import sys
-import termios
 import time
 from pathlib import Path
 
 from conftest import CLI, ECHO, VICTIMS, Terminal, Tmux, gone, wait_for
+from realssh import attached_client
 
 from reptyr_tmux import proc
 from reptyr_tmux.holder import READY_COMMS
@@ -189,14 +186,8 @@ def test_picker_lists_outside_processes_but_not_this_servers_panes(spawn, tmux):
 
 
 def attach_client(tmux: Tmux, spawn) -> Terminal:
-    pid, master = pty.fork()
-    if pid == 0:
-        os.environ["TERM"] = "xterm"
-        os.execvp("tmux", [*tmux.argv, "attach", "-t", "main"])
-    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("hhhh", 30, 100, 0, 0))
-    client = Terminal(master, "?")
+    client = attached_client(tmux, term="xterm")  # a 100x30 pty; closed (the client killed) with spawn's
     spawn.terminals.append(client)
-    wait_for(lambda: tmux("list-clients").strip(), what="the client to attach")
     return client
 
 
