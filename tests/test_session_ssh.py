@@ -1,0 +1,124 @@
+"""The main scenario, for real: jobs of a real OpenSSH session's shell, adopted by an ordinary user (and by
+root) into their own tmux, then the ssh connection dropped."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+
+import pytest
+from conftest import Tmux, wait_for
+from realssh import as_user, user_tmux
+from test_faults import snapshot
+
+from reptyr_tmux import proc
+
+LINE_PROGRAM = "sh -c 'while read -r line; do echo \"got: $line\"; done'"
+WITH_CHILDREN = "sh -c 'while :; do echo tick; sleep 0.3; done'"
+
+
+def job_of(login, argv0: str) -> int:
+    """The shell's foreground job (a direct child of the remote shell)."""
+    return wait_for(lambda: next((s.pid for s in proc.all_stats() if s.ppid == login.shell_pid
+                                  and s.comm == argv0 and s.state != "Z"), None), what=argv0)
+
+
+def adopt_as(user, user_install, tmux, pid: int, *extra: str):
+    result = as_user(user, [*user_install, "adopt", "-L", tmux.socket, "-t", "main", *extra, str(pid)])
+    assert result.returncode == 0, result.stderr
+    assert "session mode" in result.stdout + result.stderr  # auto: a shell's job moves with its session
+    return result
+
+
+@pytest.mark.parametrize("who", ["ordinary", "root"])
+def test_a_job_of_an_ssh_shell_moves_and_outlives_the_connection(sshd, ordinary_user, user_install, who):
+    user = ordinary_user if who == "ordinary" else None
+    login = sshd.login(ordinary_user if user else "root")
+    login.run(LINE_PROGRAM)
+    job = job_of(login, "sh")
+    with user_tmux(user) if user else _root_tmux() as tmux:
+        result = adopt_as(user, user_install, tmux, job) if user else _adopt_root(user_install, tmux, job)
+        assert "session mode" in result.stderr + result.stdout
+        assert not _gone(login.shell_pid)
+        login.expect("this terminal's session moved to tmux session 'main', window 1")
+        assert tmux.pane("main:1", "#{pane_current_command}") == "sh"  # tmux names the program
+        login.drop()  # the connection drops, as a laptop closed
+        wait_for(lambda: all(_gone(pid) for pid in login.sshd_pids), what="sshd to end the connection")
+        tmux("send-keys", "-t", "main:1", "after the drop", "Enter")
+        tmux.wait_screen("main:1", "got: after the drop")
+        assert not _gone(job) and not _gone(login.shell_pid)
+        tmux("send-keys", "-t", "main:1", "C-c")  # the job ends: its shell is there, at its prompt
+        wait_for(lambda: tmux.pane("main:1", "#{pane_current_command}") == "bash", what="the shell")
+
+
+def test_a_job_with_children_moves_whole(sshd, ordinary_user, user_install):
+    login = sshd.login(ordinary_user)
+    login.run(WITH_CHILDREN)
+    job = job_of(login, "sh")
+    with user_tmux(ordinary_user) as tmux:
+        adopt_as(ordinary_user, user_install, tmux, job)
+        tmux.wait_screen("main:1", "tick")
+        login.drop()
+        wait_for(lambda: all(_gone(pid) for pid in login.sshd_pids), what="sshd to end the connection")
+        before = tmux.screen("main:1").count("tick")
+        wait_for(lambda: tmux.screen("main:1").count("tick") > before, what="more ticks after the drop")
+
+
+def test_vim_of_an_ssh_shell_is_painted_in_the_pane(sshd, ordinary_user, user_install):
+    login = sshd.login(ordinary_user, env={"TERM": "xterm-256color"})
+    login.run("vim -u NONE -N /etc/services")
+    vim = job_of(login, "vim")
+    login.expect("Network services")
+    with user_tmux(ordinary_user) as tmux:
+        adopt_as(ordinary_user, user_install, tmux, vim)
+        tmux.wait_screen("main:1", "Network services")  # no key pressed
+        assert tmux.pane("main:1", "#{alternate_on} #{pane_current_command}") == "1 vim"
+        login.drop()
+        tmux("send-keys", "-t", "main:1", ":q", "Enter")
+        wait_for(lambda: tmux.pane("main:1", "#{pane_current_command}") == "bash", what="vim to quit")
+        assert tmux.pane("main:1", "#{alternate_on}") == "0"
+
+
+def test_a_session_with_a_setuid_member_is_refused_untouched(sshd, ordinary_user, user_install):
+    """passwd (setuid root) waiting at its prompt cannot be traced by its user: nothing is touched and
+    one sentence says what to do."""
+    login = sshd.login(ordinary_user)
+    login.run("sleep 1000 &")
+    login.expect_prompt()
+    login.run("passwd")
+    login.expect("assword")
+    sleeper = next(s.pid for s in proc.all_stats() if s.sid == login.shell_pid and s.comm == "sleep")
+    before = {pid: snapshot(pid) for pid in login.session() if proc.read_stat(pid).comm != "passwd"}
+    with user_tmux(ordinary_user) as tmux:
+        result = as_user(ordinary_user, [*user_install, "adopt", "-L", tmux.socket, "-t", "main",
+                                         str(sleeper)])
+        assert result.returncode == 2
+        assert "not entirely yours" in result.stderr and "--mode attach" in result.stderr
+        assert tmux.windows() == ["0"]  # no pane was left behind
+    assert {pid: snapshot(pid) for pid in before} == before
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return proc.read_stat(pid).state in ("Z", "X")
+    except OSError:
+        return True
+
+
+@contextlib.contextmanager
+def _root_tmux():
+    tmux = Tmux(f"rtu-root-{os.getpid()}-{time.monotonic_ns()}")
+    tmux("-f", "/dev/null", "new-session", "-d", "-s", "main", "-x", "100", "-y", "30")
+    try:
+        yield tmux
+    finally:
+        subprocess.run([*tmux.argv, "kill-server"], capture_output=True)
+
+
+def _adopt_root(user_install, tmux, pid: int):
+    result = subprocess.run([*user_install, "adopt", "-L", tmux.socket, "-t", "main", str(pid)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result
