@@ -105,8 +105,8 @@ def test_step_list_is_exact(spawn, shell, monkeypatch):
     assert list(dict.fromkeys(moved.steps)) == BEFORE_THE_SWITCH + THE_SWITCH + AFTER_THE_SWITCH
 
 
-@pytest.mark.parametrize("step", BEFORE_THE_SWITCH)
-def test_a_fault_before_the_switch_leaves_every_member_as_it_was(spawn, shell, monkeypatch, step):
+def fail_at(spawn, shell, monkeypatch, step: str) -> tuple[dict, dict]:
+    """A move of the shell's session that fails at `step`: every member's state before and after."""
     jobs = with_jobs(shell)
     members = shell.members()
     before = {pid: _full_state(pid) for pid in members}
@@ -114,8 +114,14 @@ def test_a_fault_before_the_switch_leaves_every_member_as_it_was(spawn, shell, m
     monkeypatch.setenv("REPTYR_TMUX_FAULT", step)
     with pytest.raises(InjectedFault):
         move(spawn, shell, jobs["foreground"])
-    assert {pid: _full_state(pid) for pid in members} == before
-    assert os.tcgetpgrp(shell.term.master) == foreground
+    assert os.tcgetpgrp(shell.term.master) == foreground  # the old terminal's foreground is back
+    return before, {pid: _full_state(pid) for pid in members}
+
+
+@pytest.mark.parametrize("step", BEFORE_THE_SWITCH)
+def test_a_fault_before_the_switch_leaves_every_member_as_it_was(spawn, shell, monkeypatch, step):
+    before, after = fail_at(spawn, shell, monkeypatch, step)
+    assert after == before
     shell.term.write(b"on the old terminal\n")  # the session still works where it was
     shell.term.expect("got: on the old terminal")
 
@@ -123,21 +129,13 @@ def test_a_fault_before_the_switch_leaves_every_member_as_it_was(spawn, shell, m
 @pytest.mark.parametrize("step", THE_SWITCH)
 def test_a_fault_in_the_switch_is_undone_but_for_the_jobs_controlling_terminal(spawn, shell, monkeypatch,
                                                                                step):
-    jobs = with_jobs(shell)
-    members = shell.members()
-    before = {pid: _full_state(pid) for pid in members}
-    foreground = os.tcgetpgrp(shell.term.master)
-    monkeypatch.setenv("REPTYR_TMUX_FAULT", step)
-    with pytest.raises(InjectedFault):
-        move(spawn, shell, jobs["foreground"])
-    after = {pid: _full_state(pid) for pid in members}
+    before, after = fail_at(spawn, shell, monkeypatch, step)
     assert after[shell.pid] == before[shell.pid]  # the shell has its old terminal back
-    for pid in members:  # Linux gives the others none: everything else is as it was
+    for pid in before:  # Linux gives the others none: everything else is as it was
         sid, pgid, _ = before[pid]["session"]
         assert after[pid]["session"] == (sid, pgid, before[pid]["session"][2] if pid == shell.pid else 0)
         assert {k: v for k, v in after[pid].items() if k != "session"} == \
             {k: v for k, v in before[pid].items() if k != "session"}
-    assert os.tcgetpgrp(shell.term.master) == foreground
     shell.term.write(b"on the old terminal\n")
     shell.term.expect("got: on the old terminal")
     shell.term.write(b"\x03")  # its ^C still reaches the job: the terminal signals its foreground group
