@@ -12,11 +12,13 @@ output, which is exactly how the program set them on its old terminal.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import termios
+from collections.abc import Iterator
 from typing import NamedTuple
 
-from reptyr_tmux import proc
+from reptyr_tmux import proc, trust
 
 
 class Mode(NamedTuple):
@@ -125,31 +127,71 @@ def _line_mode(tty: str) -> bool:
 
 
 def _from_tmux_pane(tty: str) -> set[str] | None:
-    """Exact flags, if the terminal is a pane of a tmux server whose socket we can find."""
-    index = tty.rsplit("/", 1)[1]
-    for pid in proc.all_pids():
+    """Exact flags, if the terminal is a pane of a tmux server we may ask (see _askable_servers)."""
+    flags = [m.tmux_flag for m in MODES if m.tmux_flag]
+    fmt = "\t".join(["#{pane_tty}"] + ["#{" + f + "}" for f in flags])
+    for socket_fd, uid in _askable_servers(_owner(tty)):
         try:
-            if not proc.read_stat(pid).comm.startswith("tmux"):
-                continue
-        except OSError:
-            continue
-        socket = _listening_socket(pid)
-        if socket is None:
-            continue
-        flags = [m.tmux_flag for m in MODES if m.tmux_flag]
-        fmt = "\t".join(["#{pane_tty}"] + ["#{" + f + "}" for f in flags])
-        out = subprocess.run(["tmux", "-S", socket, "list-panes", "-a", "-F", fmt],
-                             capture_output=True, text=True).stdout
+            out = _tmux_client(socket_fd, uid, ["list-panes", "-a", "-F", fmt])
+        finally:
+            os.close(socket_fd)
         for line in out.splitlines():
             fields = line.split("\t")
-            if fields[0] == f"/dev/pts/{index}":
+            if fields[0] == tty:
                 values = dict(zip(flags, fields[1:]))
                 return {m.name for m in MODES if m.tmux_flag and values.get(m.tmux_flag) == m.when_flag_is}
     return None
 
 
-def _listening_socket(pid: int) -> str | None:
-    """The path of the unix socket `pid` listens on (a tmux server's), from /proc/net/unix."""
+def _owner(path: str) -> int | None:
+    try:
+        return os.stat(path).st_uid
+    except OSError:
+        return None
+
+
+def _askable_servers(tty_owner: int | None) -> Iterator[tuple[int, int]]:
+    """(socket fd, uid to ask as) for each tmux server that no other user controls: a tmux client
+    obeys its server, which can make it exec any program (MSG_SHELL). A server counts only if all of
+    its process's uids are ours (as root: root's, or the old terminal's owner's, asked with that
+    user's rights), it lives in our mount namespace (its socket path means the same file to us),
+    and its socket is that user's own in a directory nobody else may write (trust.open_socket_of)."""
+    me = os.geteuid()
+    uids = {me} | ({tty_owner} if me == 0 and tty_owner is not None else set())
+    for pid in proc.all_pids():
+        try:
+            if not proc.read_stat(pid).comm.startswith("tmux"):
+                continue
+        except (OSError, ValueError, IndexError):
+            continue
+        uid = next((u for u in uids if trust.runs_as(pid, u)), None)
+        if uid is None or not trust.in_our_mount_namespace(pid):
+            continue
+        for path in _listening_sockets(pid):
+            fd = trust.open_socket_of(path, uid)
+            if fd is not None:
+                yield fd, uid
+                break
+
+
+TMUX_CLIENT_TIMEOUT_S = 3.0  # a server of the old terminal's owner may never answer
+
+
+def _tmux_client(socket_fd: int, uid: int, args: list[str]) -> str:
+    """Run a tmux client against the socket held by `socket_fd`, as `uid`, with a clean environment;
+    its output, or "" if it failed."""
+    try:
+        identity = trust.as_user(uid)
+        result = subprocess.run(["tmux", "-S", f"/proc/self/fd/{socket_fd}", *args], pass_fds=[socket_fd],
+                                capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd="/",
+                                env=trust.CLEAN_ENV, timeout=TMUX_CLIENT_TIMEOUT_S, **identity)
+    except (KeyError, OSError, subprocess.SubprocessError):
+        return ""
+    return result.stdout if result.returncode == 0 else ""
+
+
+def _listening_sockets(pid: int) -> list[str]:
+    """The paths of the unix sockets `pid` listens on (a tmux server's), from /proc/net/unix."""
     inodes = set()
     try:
         for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -157,14 +199,15 @@ def _listening_socket(pid: int) -> str | None:
             if link.startswith("socket:["):
                 inodes.add(link[8:-1])
     except OSError:
-        return None
+        return []
+    paths = []
     with open("/proc/net/unix") as f:
         next(f)
         for line in f:
             parts = line.split()
             if len(parts) >= 8 and parts[6] in inodes and int(parts[3], 16) & 0x10000:  # listening
-                return parts[7]
-    return None
+                paths.append(parts[7])
+    return paths
 
 
 def _inferred(pid: int, tty: str) -> set[str]:
@@ -191,8 +234,18 @@ def _environ(pid: int) -> dict[str, str]:
     return {key: value for key, _, value in pairs}
 
 
+TERMINFO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+
+
 def _terminfo(term: str, capability: str) -> str:
-    if not term:
+    """The capability from the system's terminfo. TERM comes from the target's environ (anyone's
+    text): only a plain entry name is looked up, never a path; and tput gets a clean environment,
+    so a TERMINFO or HOME of ours (root after su without -) cannot point it at a user's files."""
+    if not TERMINFO_NAME.fullmatch(term):
         return ""
-    result = subprocess.run(["tput", "-T", term, capability], capture_output=True)
+    try:
+        result = subprocess.run(["tput", "-T", term, capability], capture_output=True, cwd="/",
+                                stdin=subprocess.DEVNULL, env=trust.CLEAN_ENV, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return ""
     return result.stdout.decode(errors="replace") if result.returncode == 0 else ""

@@ -1,0 +1,125 @@
+"""Another user is an attacker: nothing they control ever runs with our rights.
+
+Each test creates a real second user (tests/users.py) who plays the attacker with a real program:
+a fake tmux server, a directory-swapping loop, a setuid program at its prompt.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+from conftest import CLI, ECHO, VICTIMS, Tmux
+from users import SYSTEM_PYTHON, User, another_user
+
+from reptyr_tmux import modes, proc
+
+CURSES = ["env", "TERM=xterm", sys.executable, str(VICTIMS / "curses_screen.py")]
+SHELL = ["env", "PS1=$ ", "TERM=xterm", "bash", "--norc", "--noprofile", "-i"]
+
+
+@pytest.fixture
+def attacker() -> Iterator[User]:
+    with another_user() as user:
+        yield user
+
+
+def adopt(tmux: Tmux, pid: int, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run([*CLI, "adopt", "-L", tmux.socket, "-t", "main", str(pid)],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def planted_program(user: User, name: str) -> tuple[Path, Path]:
+    """An executable script of the attacker's that records who ran it in a marker file."""
+    marker = user.home / f"{name}.ran"
+    script = user.home / name
+    script.write_text(f'#!/bin/sh\necho "uid=$(id -u) groups=$(id -G)" >> {marker}\n')
+    user.own(script, 0o755)
+    return script, marker
+
+
+# --- 1. a fake tmux server ------------------------------------------------------------------------
+
+
+class FakeServer(NamedTuple):
+    socket: Path
+    marker: Path  # appears when a client obeyed its MSG_SHELL
+
+
+@pytest.fixture
+def fake_tmux_server(attacker: User) -> Iterator[FakeServer]:
+    """The attacker's fake tmux server, named like one, on a socket anyone may connect to, telling
+    every client to exec a planted script. Proven to work: a real tmux client (run with the
+    attacker's own rights) obeys it before the test starts."""
+    program = shutil.copy(VICTIMS / "fake_tmux_server.py", attacker.home)
+    evil, marker = planted_program(attacker, "evil.sh")
+    socket = attacker.home / "tmux.sock"
+    server = attacker.popen([SYSTEM_PYTHON, program, str(socket), str(evil)], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert server.stdout.readline() == "listening\n"
+        control = attacker.run(["tmux", "-S", str(socket), "list-panes"])
+        assert marker.read_text() == f"uid={attacker.uid} groups={attacker.gid}\n", control
+        marker.unlink()
+        yield FakeServer(socket, marker)
+    finally:
+        server.kill()
+        server.wait()
+        server.stdout.close()
+
+
+def test_a_fake_tmux_server_never_makes_root_run_its_program(spawn, tmux, fake_tmux_server):
+    """Root adopts a full-screen program and a shell at its prompt (both look for the old terminal's
+    tmux pane): the attacker's server is never asked."""
+    full_screen = spawn.on_pty(CURSES, ready="CURSES-SCREEN")
+    out = adopt(tmux, full_screen.pid)
+    assert "cursor-keys" in out  # inferred instead
+    shell = spawn.on_pty(SHELL, ready="$ ")
+    adopt(tmux, shell.pid)
+    assert not fake_tmux_server.marker.exists(), fake_tmux_server.marker.read_text()
+
+
+def test_the_old_terminals_owner_is_asked_only_with_that_users_rights(spawn, tmux, attacker,
+                                                                       fake_tmux_server):
+    """When the old terminal belongs to the attacker, their server may describe it, but the client
+    runs as them (their uid and group, no supplementary groups): what it runs gets no more."""
+    victim = spawn.on_pty(CURSES, ready="CURSES-SCREEN")
+    tty = proc.pts_path(victim.stat().tty_dev)
+    shutil.chown(tty, attacker.uid)
+    adopt(tmux, victim.pid)
+    assert fake_tmux_server.marker.read_text() == f"uid={attacker.uid} groups={attacker.gid}\n"
+
+
+def test_a_real_tmux_pane_of_ours_is_still_read_exactly(spawn, tmux, fake_tmux_server):
+    """The fix keeps reading our own servers: a curses program in our other server's pane."""
+    other = Tmux(f"{tmux.socket}-source")
+    other("-f", "/dev/null", "new-session", "-d", "-s", "src", "-x", "80", "-y", "24", *CURSES, "--mouse")
+    try:
+        other.wait_screen("src", "CURSES-SCREEN ready")
+        out = adopt(tmux, int(other.pane("src", "#{pane_pid}")))
+        assert "mouse" in out  # only a pane's flags tell mouse reporting
+    finally:
+        subprocess.run([*other.argv, "kill-server"], capture_output=True)
+    assert not fake_tmux_server.marker.exists()
+
+
+def test_terminfo_comes_from_the_system_only(attacker, tmp_path, monkeypatch):
+    """TERM from the target's environ is a name, not a path; tput runs with a clean environment,
+    so a TERMINFO in ours (su without -) pointing at the attacker's entries is not read."""
+    source = tmp_path / "xterm.src"
+    source.write_text("xterm|the attacker's xterm,\n\tsmcup=\\E[?47h,\n")
+    database = attacker.home / "terminfo"
+    subprocess.run(["tic", "-o", str(database), str(source)], check=True, capture_output=True)
+    monkeypatch.setenv("TERMINFO", str(database))
+    planted = subprocess.run(["tput", "-T", "xterm", "smcup"], capture_output=True, text=True).stdout
+    assert planted == "\x1b[?47h"  # what a tput that inherits our environment reads
+    assert modes._terminfo("xterm", "smcup").startswith("\x1b[?1049h")  # the system's xterm
+    for bad in ("../../tmp/x", "/etc/passwd", ".hidden", "", "a b", "x\n", "x" * 300):
+        assert modes._terminfo(bad, "smcup") == ""
