@@ -315,14 +315,15 @@ def _cache_dirs() -> list[str]:
     return [os.path.join(base, CACHE_DIR_NAME) for base in bases if os.path.isabs(base)]
 
 
-def _private_dir(directory: str) -> bool:
-    """Create `directory` (0700) if needed; true if it is ours and no one else may write in it."""
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        st = os.lstat(directory)
-    except OSError:
-        return False
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+def _private_dir(directory: str) -> str | None:
+    """`directory`, resolved and created (0700) if needed, if no one but us (and root) can change
+    anything on its path; None otherwise. tmux runs the file by path later: a directory on the way
+    that another user may write (root's XDG_RUNTIME_DIR=/run/user/1001 after su without -) lets them
+    swap our folder for theirs between our check and that exec."""
+    from reptyr_tmux.trust import private_directory  # here: the Python holder's start-up stays lean
+
+    resolved = private_directory(directory)
+    return resolved if resolved is not None and os.lstat(resolved).st_uid == os.geteuid() else None
 
 
 def _holds(path: str, image: bytes) -> bool:
@@ -385,14 +386,20 @@ def holder_elf_path() -> str | None:
     return cached_elf("holder", holder_elf())
 
 
+def cache_name(prefix: str, image: bytes) -> str:
+    """The cached file's name: one per content."""
+    import hashlib
+
+    return f"{prefix}-{hashlib.sha256(image).hexdigest()[:16]}"
+
+
 def cached_elf(prefix: str, image: bytes) -> str | None:
     """`image` as an executable file, written once per content (named by its sha256) in a private
     cache directory, and checked to run there (exit 2 without arguments); None if nowhere works."""
-    import hashlib
-
-    name = f"{prefix}-{hashlib.sha256(image).hexdigest()[:16]}"
-    for directory in _cache_dirs():
-        if not _private_dir(directory):
+    name = cache_name(prefix, image)
+    for wanted in _cache_dirs():
+        directory = _private_dir(wanted)
+        if directory is None:
             continue
         path = os.path.join(directory, name)
         if _holds(path, image) and os.access(path, os.X_OK):  # X_OK fails on a noexec mount

@@ -10,7 +10,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -284,6 +286,20 @@ def build_c(tmp_path_factory, source: str, *flags: str) -> str:
             pytest.fail(f"cannot build {source}: {result.stderr if result else 'no gcc'}")
         pytest.skip(f"cannot build {source} (apt-get install gcc gcc-multilib)")
     return str(out)
+
+
+@pytest.fixture
+def private_tmp() -> Iterator[Path]:
+    """A temporary directory that no one but us and root can change anywhere on its path (under
+    ~/.cache): where a program tmux runs may be kept. A tmp_path, under sticky, world-writable /tmp,
+    does not qualify."""
+    from reptyr_tmux.trust import private_directory
+
+    base = private_directory(os.path.join(os.path.expanduser("~"), ".cache", "reptyr-tmux-tests"))
+    assert base is not None, "~/.cache is writable by others: no private place for the tests"
+    path = Path(tempfile.mkdtemp(dir=base))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

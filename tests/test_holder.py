@@ -261,9 +261,9 @@ elf_only = pytest.mark.skipif(os.uname().machine != "x86_64", reason="the ELF ho
 
 
 @pytest.fixture
-def elf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def elf_cache(private_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private runtime dir for the cached ELF (not the user's), and no forced Python holder."""
-    runtime = tmp_path / "run"
+    runtime = private_tmp / "run"
     runtime.mkdir(mode=0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     monkeypatch.delenv(holder.FORCE_PYTHON_ENV, raising=False)

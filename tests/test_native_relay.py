@@ -191,10 +191,10 @@ class Pane:
 
 
 @pytest.fixture
-def elf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+def elf_cache(private_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(private_tmp))
     monkeypatch.delenv(native_relay.FORCE_PYTHON_ENV, raising=False)
-    return tmp_path / "reptyr-tmux"
+    return private_tmp / "reptyr-tmux"
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ a fake tmux server, a directory-swapping loop, a setuid program at its prompt.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -15,9 +16,10 @@ from typing import NamedTuple
 
 import pytest
 from conftest import CLI, ECHO, VICTIMS, Tmux
+from test_steal import SshdLike
 from users import SYSTEM_PYTHON, User, another_user
 
-from reptyr_tmux import modes, proc
+from reptyr_tmux import holder, modes, native_relay, proc
 
 CURSES = ["env", "TERM=xterm", sys.executable, str(VICTIMS / "curses_screen.py")]
 SHELL = ["env", "PS1=$ ", "TERM=xterm", "bash", "--norc", "--noprofile", "-i"]
@@ -123,3 +125,82 @@ def test_terminfo_comes_from_the_system_only(attacker, tmp_path, monkeypatch):
     assert modes._terminfo("xterm", "smcup").startswith("\x1b[?1049h")  # the system's xterm
     for bad in ("../../tmp/x", "/etc/passwd", ".hidden", "", "a b", "x\n", "x" * 300):
         assert modes._terminfo(bad, "smcup") == ""
+
+
+# --- 2. the cache of the programs tmux runs -----------------------------------------------------
+
+ADOPTIONS = 20
+
+
+def test_the_cache_skips_every_place_someone_else_could_change(attacker, tmp_path, private_tmp,
+                                                               monkeypatch):
+    """A cache folder under sticky world-writable /tmp, inside another user's directory, below a
+    group-writable one of ours, or reached through a symlink into such a place, is not used: the
+    next one is (here ~/.cache's stand-in), or none, and the callers then use the Python holder."""
+    group_writable = private_tmp / "shared"
+    group_writable.mkdir()
+    group_writable.chmod(0o775)
+    link = private_tmp / "link"
+    link.symlink_to(attacker.home)
+    fallback = private_tmp / "cache"
+    monkeypatch.delenv(holder.FORCE_PYTHON_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(fallback))
+    for unsafe in (tmp_path, attacker.home, group_writable / "run", link):
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(unsafe))
+        assert holder.holder_elf_path() == str(fallback / holder.CACHE_DIR_NAME / holder.cache_name(
+            "holder", holder.holder_elf())), unsafe
+        monkeypatch.setenv("XDG_CACHE_HOME", str(unsafe))
+        assert holder.holder_argv(1) is None, unsafe
+        monkeypatch.setenv("XDG_CACHE_HOME", str(fallback))
+    name = holder.CACHE_DIR_NAME
+    untouched = (tmp_path / name, attacker.home / name, group_writable / "run")
+    assert not any(p.exists() for p in untouched), "created a folder in an unsafe place"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(private_tmp / "run"))  # a private one is used
+    assert holder.holder_elf_path().startswith(str(private_tmp / "run" / holder.CACHE_DIR_NAME) + "/")
+
+
+def test_a_swapped_cache_folder_never_makes_root_run_a_planted_program(spawn, tmux, attacker, tmp_path):
+    """Root with XDG_RUNTIME_DIR inside the attacker's directory (su without -): while the attacker
+    swaps our cache folder with theirs (renameat2 RENAME_EXCHANGE) in a loop, 20 adoptions (attach
+    mode's holder and steal mode's relay) all succeed, and their planted holder and relay never run."""
+    runtime = attacker.mkdir(attacker.home / "run")
+    decoy = attacker.mkdir(runtime / "decoy")
+    planted, marker = planted_program(attacker, "planted.sh")
+    for prefix, image in (("holder", holder.holder_elf()), ("relay", native_relay.relay_elf())):
+        attacker.run(["cp", str(planted), str(decoy / holder.cache_name(prefix, image))], check=True)
+    stop = attacker.home / "stop"
+    swapper = attacker.popen([SYSTEM_PYTHON, shutil.copy(VICTIMS / "swap_dirs.py", attacker.home),
+                              str(runtime / holder.CACHE_DIR_NAME), str(decoy), str(stop), "120"],
+                             stdout=subprocess.PIPE, text=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "REPTYR_TMUX_"))}
+    env.update(XDG_RUNTIME_DIR=str(runtime), REPTYR_TMUX_DEBUG="1")
+    sessions = SshdLike(tmp_path, sessions=ADOPTIONS // 2)
+    failed, planted_ran = [], []
+    try:
+        assert swapper.stdout.readline() == "swapping\n"
+        for n in range(ADOPTIONS):
+            if n % 2:
+                sessions.type(n // 2, " ".join(ECHO))
+                sessions.wait_log(n // 2, "ready")
+                pid = sessions.job(n // 2)
+            else:
+                pid = spawn.on_pty(ECHO).pid
+            before = marker.read_text() if marker.exists() else ""
+            result = subprocess.run([*CLI, "adopt", "-L", tmux.socket, "-t", "main", str(pid)],
+                                    capture_output=True, text=True, timeout=60, env=env)
+            if result.returncode != 0:
+                failed.append(result.stderr.strip())
+            if (marker.read_text() if marker.exists() else "") != before:
+                planted_ran.append(n)
+        stop.touch()
+        tried, swaps = map(int, swapper.communicate(timeout=30)[0].split())
+        panes = map(int, tmux("list-panes", "-a", "-F", "#{pane_pid}").split())
+        pane_programs = sorted({os.readlink(f"/proc/{pid}/exe") for pid in panes})
+    finally:
+        sessions.close()
+    print(f"{swaps} of {tried} swaps done; the planted program ran in {len(planted_ran)} of {ADOPTIONS} "
+          f"adoptions; pane programs: {pane_programs}")
+    assert tried > 1000, "the swap loop did not run"
+    assert not planted_ran, f"the planted program ran in adoptions {planted_ran}: {marker.read_text()}"
+    assert not failed, failed
+    assert not any(p.startswith(str(attacker.base)) for p in pane_programs)

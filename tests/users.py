@@ -73,6 +73,11 @@ class User:
         os.chmod(path, mode)
         return path
 
+    def mkdir(self, path: Path, mode: int = 0o755) -> Path:
+        """A new directory of this user's."""
+        path.mkdir()
+        return self.own(path, mode)
+
     def processes(self) -> list[int]:
         """Every live process with this uid as its real, effective, saved or filesystem uid."""
         return [pid for pid in _all_pids() if self.uid in _uids(pid)]
