@@ -13,7 +13,7 @@ import shlex
 import sys
 from typing import NamedTuple
 
-from reptyr_tmux import proc
+from reptyr_tmux import proc, trust
 from reptyr_tmux.errors import Refusal, ReptyrError
 from reptyr_tmux.launch import python_argv
 from reptyr_tmux.session import survey_session
@@ -39,8 +39,9 @@ class Candidate(NamedTuple):
 
 def candidates(exclude_ttys: set[proc.Tty], include_all: bool = False, enough: int | None = None
                ) -> list[Candidate]:
-    """Our user's processes on a terminal outside this tmux (or any, with include_all), then
-    processes without a terminal whose output goes to a file or a terminal that is gone (nohup jobs).
+    """Our user's processes (real and effective uid ours) on a terminal outside this tmux (or on any,
+    with include_all: other users' stay out regardless), then processes without a terminal whose
+    output goes to a file or a terminal that is gone (nohup jobs).
     With `enough`, stop checking once that many adoptable ones are found (the menu's size)."""
     me, my_family = os.geteuid(), _ancestors(os.getpid())
     boot_ticks = _uptime_ticks()
@@ -197,10 +198,10 @@ def _looks_like_a_nohup_job(pid: int) -> bool:
 
 
 def _owned_by(pid: int, uid: int) -> bool:
-    try:
-        return os.stat(f"/proc/{pid}").st_uid == uid
-    except OSError:
-        return False
+    """Started by `uid` and running as `uid`. Not /proc/PID's owner: that is the effective uid (root
+    for another user's setuid program, such as su at its password prompt) or root when the process
+    is not dumpable."""
+    return trust.started_by(pid, uid)
 
 
 def _ancestors(pid: int) -> set[int]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from conftest import CLI, ECHO, VICTIMS, Tmux
+from conftest import CLI, ECHO, VICTIMS, Terminal, Tmux, build_c
 from test_steal import SshdLike
 from users import SYSTEM_PYTHON, User, another_user
 
@@ -204,3 +204,40 @@ def test_a_swapped_cache_folder_never_makes_root_run_a_planted_program(spawn, tm
     assert not planted_ran, f"the planted program ran in adoptions {planted_ran}: {marker.read_text()}"
     assert not failed, failed
     assert not any(p.startswith(str(attacker.base)) for p in pane_programs)
+
+
+# --- 6. the picker as root ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def setuid_reader_build(tmp_path_factory) -> str:
+    return build_c(tmp_path_factory, "setuid_reader.c")
+
+
+def picked(tmux: Tmux, *extra: str) -> set[int]:
+    result = subprocess.run([*CLI, "pick", "--list", "-L", tmux.socket, *extra], capture_output=True,
+                            text=True, timeout=30, check=True)
+    return {int(line.split()[0]) for line in result.stdout.splitlines()}
+
+
+def test_root_picker_lists_only_roots_own_processes(spawn, tmux, attacker, setuid_reader_build):
+    """A user's setuid-root program at its prompt (like su asking for a password) runs with euid 0
+    and /proc/PID owned by root, but it is not root's: root's menu does not offer it, with or
+    without --all. Root's own program on another terminal is still listed."""
+    program = attacker.base / "setuid_reader"
+    shutil.copy(setuid_reader_build, program)
+    os.chown(program, 0, 0)
+    program.chmod(0o4755)
+    pid, master = attacker.on_pty([str(program)])
+    plain_pid, plain_master = attacker.on_pty(["/bin/sleep", "300"])
+    try:
+        Terminal(master, "?").expect(f"ready uid={attacker.uid} euid=0")
+        assert os.stat(f"/proc/{pid}").st_uid == 0  # what the picker used to go by
+        roots = spawn.on_pty(ECHO)
+        for extra in ((), ("--all",)):
+            listed = picked(tmux, *extra)
+            assert roots.pid in listed
+            assert pid not in listed and plain_pid not in listed, extra
+    finally:
+        os.close(master)
+        os.close(plain_master)
