@@ -11,6 +11,7 @@ import shlex
 import shutil
 import subprocess
 
+from reptyr_tmux import trust
 from reptyr_tmux.errors import Refusal, ReptyrError
 from reptyr_tmux.mux import Pane, launch_and_read_report
 from reptyr_tmux.text import printable, tmux_literal
@@ -38,6 +39,8 @@ class Server:
         if not (socket_name or socket_path or target or os.environ.get("TMUX")):
             raise TmuxError("not inside tmux: run this from a tmux pane or key binding, or say where "
                             "with -t SESSION (default server) or -L/-S")
+        if not (socket_name or socket_path):
+            _refuse_an_inherited_foreign_server()
 
     def cmd(self, *args: str) -> str:
         result = subprocess.run([*self.argv, *args], capture_output=True, text=True,
@@ -119,3 +122,19 @@ class Server:
 
     def option(self, name: str) -> str:
         return self.cmd("show-option", "-gqv", name).strip()
+
+
+def _refuse_an_inherited_foreign_server() -> None:
+    """$TMUX may be inherited from another user's pane (root after su without -); a tmux client obeys
+    its server, which can make it exec any program (MSG_SHELL), so it is only followed to a socket of
+    ours in a directory no one else may write. -L/-S name a server explicitly (tmux itself checks
+    -L's directory)."""
+    path = os.environ.get("TMUX", "").split(",")[0]
+    if not path:
+        return
+    fd = trust.open_socket_of(path, os.geteuid())
+    if fd is None:
+        raise Refusal(f"$TMUX names a tmux server that is not yours ({printable(path, 80)}, or its "
+                      "directory is writable by others); run this as the user whose tmux it is, or name "
+                      "a server of yours with -L/-S")
+    os.close(fd)

@@ -99,6 +99,19 @@ def test_the_old_terminals_owner_is_asked_only_with_that_users_rights(spawn, tmu
     assert fake_tmux_server.marker.read_text() == f"uid={attacker.uid} groups={attacker.gid}\n"
 
 
+def test_an_inherited_TMUX_of_another_user_is_not_followed(spawn, fake_tmux_server):
+    """Root after su (without -) in the attacker's pane has their $TMUX: adopt and the picker refuse
+    with a sentence instead of running a tmux client against it."""
+    victim = spawn.on_pty(ECHO)
+    env = dict(os.environ, TMUX=f"{fake_tmux_server.socket},4242,0")
+    for argv in (["adopt", str(victim.pid)], ["pick", "--list"]):
+        result = subprocess.run([*CLI, *argv], capture_output=True, text=True, timeout=30, env=env)
+        assert result.returncode == 2 and "$TMUX names a tmux server that is not yours" in result.stderr
+        assert not fake_tmux_server.marker.exists(), fake_tmux_server.marker.read_text()
+    victim.term.write(b"still here\n")
+    victim.term.expect("got: still here")
+
+
 def test_a_real_tmux_pane_of_ours_is_still_read_exactly(spawn, tmux, fake_tmux_server):
     """The fix keeps reading our own servers: a curses program in our other server's pane."""
     other = Tmux(f"{tmux.socket}-source")
