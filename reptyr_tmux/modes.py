@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import termios
+import time
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -130,9 +131,10 @@ def _from_tmux_pane(tty: str) -> set[str] | None:
     """Exact flags, if the terminal is a pane of a tmux server we may ask (see _askable_servers)."""
     flags = [m.tmux_flag for m in MODES if m.tmux_flag]
     fmt = "\t".join(["#{pane_tty}"] + ["#{" + f + "}" for f in flags])
+    deadline = time.monotonic() + TMUX_CLIENTS_TIMEOUT_S
     for socket_fd, uid in _askable_servers(_owner(tty)):
         try:
-            out = _tmux_client(socket_fd, uid, ["list-panes", "-a", "-F", fmt])
+            out = _tmux_client(socket_fd, uid, ["list-panes", "-a", "-F", fmt], deadline - time.monotonic())
         finally:
             os.close(socket_fd)
         for line in out.splitlines():
@@ -174,17 +176,19 @@ def _askable_servers(tty_owner: int | None) -> Iterator[tuple[int, int]]:
                 break
 
 
-TMUX_CLIENT_TIMEOUT_S = 3.0  # a server of the old terminal's owner may never answer
+TMUX_CLIENTS_TIMEOUT_S = 3.0  # for all servers together: the old terminal's owner's may never answer
 
 
-def _tmux_client(socket_fd: int, uid: int, args: list[str]) -> str:
+def _tmux_client(socket_fd: int, uid: int, args: list[str], timeout: float) -> str:
     """Run a tmux client against the socket held by `socket_fd`, as `uid`, with a clean environment;
-    its output, or "" if it failed."""
+    its output, or "" if it failed or took longer than `timeout` seconds."""
+    if timeout <= 0:
+        return ""
     try:
         identity = trust.as_user(uid)
         result = subprocess.run(["tmux", "-S", f"/proc/self/fd/{socket_fd}", *args], pass_fds=[socket_fd],
                                 capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd="/",
-                                env=trust.CLEAN_ENV, timeout=TMUX_CLIENT_TIMEOUT_S, **identity)
+                                env=trust.CLEAN_ENV, timeout=timeout, **identity)
     except (KeyError, OSError, subprocess.SubprocessError):
         return ""
     return result.stdout if result.returncode == 0 else ""
