@@ -174,16 +174,21 @@ def test_the_cache_skips_every_place_someone_else_could_change(attacker, tmp_pat
 
 def test_a_swapped_cache_folder_never_makes_root_run_a_planted_program(spawn, tmux, attacker, tmp_path):
     """Root with XDG_RUNTIME_DIR inside the attacker's directory (su without -): while the attacker
-    swaps our cache folder with theirs (renameat2 RENAME_EXCHANGE) in a loop, 20 adoptions (attach
-    mode's holder and steal mode's relay) all succeed, and their planted holder and relay never run."""
+    swaps our cache folder (there from an earlier adoption) with theirs (renameat2 RENAME_EXCHANGE)
+    in a loop, 20 adoptions (attach mode's holder and steal mode's relay) all succeed, and their
+    planted holder and relay never run."""
     runtime = attacker.mkdir(attacker.home / "run")
     decoy = attacker.mkdir(runtime / "decoy")
+    ours = runtime / holder.CACHE_DIR_NAME  # root's folder from an earlier adoption, genuine files in it
+    ours.mkdir(mode=0o700)
     planted, marker = planted_program(attacker, "planted.sh")
     for prefix, image in (("holder", holder.holder_elf()), ("relay", native_relay.relay_elf())):
+        (ours / holder.cache_name(prefix, image)).write_bytes(image)
+        (ours / holder.cache_name(prefix, image)).chmod(0o700)
         attacker.run(["cp", str(planted), str(decoy / holder.cache_name(prefix, image))], check=True)
     stop = attacker.home / "stop"
     swapper = attacker.popen([SYSTEM_PYTHON, shutil.copy(VICTIMS / "swap_dirs.py", attacker.home),
-                              str(runtime / holder.CACHE_DIR_NAME), str(decoy), str(stop), "120"],
+                              str(ours), str(decoy), str(stop), "120"],
                              stdout=subprocess.PIPE, text=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "REPTYR_TMUX_"))}
     env.update(XDG_RUNTIME_DIR=str(runtime), REPTYR_TMUX_DEBUG="1")
@@ -213,7 +218,7 @@ def test_a_swapped_cache_folder_never_makes_root_run_a_planted_program(spawn, tm
         sessions.close()
     print(f"{swaps} of {tried} swaps done; the planted program ran in {len(planted_ran)} of {ADOPTIONS} "
           f"adoptions; pane programs: {pane_programs}")
-    assert tried > 1000, "the swap loop did not run"
+    assert swaps > ADOPTIONS, "the swap loop did not run"
     assert not planted_ran, f"the planted program ran in adoptions {planted_ran}: {marker.read_text()}"
     assert not failed, failed
     assert not any(p.startswith(str(attacker.base)) for p in pane_programs)
