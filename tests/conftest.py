@@ -300,6 +300,8 @@ def private_tmp() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(dir=base))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.rmdir(base)  # unless another test still uses it
 
 
 @pytest.fixture(scope="session")
