@@ -197,14 +197,14 @@ def test_a_swapped_cache_folder_never_makes_root_run_a_planted_program(spawn, tm
     try:
         assert swapper.stdout.readline() == "swapping\n"
         for n in range(ADOPTIONS):
-            if n % 2:
+            if n % 2:  # a shell's job, moved with its session behind the relay
                 sessions.type(n // 2, " ".join(ECHO))
                 sessions.wait_log(n // 2, "ready")
-                pid = sessions.job(n // 2)
-            else:
-                pid = spawn.on_pty(ECHO).pid
+                pid, mode = sessions.job(n // 2), ["--mode", "steal"]
+            else:  # alone on its terminal: the holder
+                pid, mode = spawn.on_pty(ECHO).pid, []
             before = marker.read_text() if marker.exists() else ""
-            result = subprocess.run([*CLI, "adopt", "-L", tmux.socket, "-t", "main", str(pid)],
+            result = subprocess.run([*CLI, "adopt", "-L", tmux.socket, "-t", "main", *mode, str(pid)],
                                     capture_output=True, text=True, timeout=60, env=env)
             if result.returncode != 0:
                 failed.append(result.stderr.strip())
