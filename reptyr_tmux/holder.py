@@ -27,7 +27,8 @@ either, but keeps the interpreter's ~10 MB resident for the target's lifetime.
 
 Faster still, no Python in the pane at all: ``holder_argv(PID)`` returns ``[PATH, PID]``, a
 pane command that runs a second hand-assembled ELF (written once to a private cache file,
-$XDG_RUNTIME_DIR/reptyr-tmux or ~/.cache/reptyr-tmux, named by its sha256) doing steps 2-4
+$XDG_RUNTIME_DIR/reptyr-tmux or ~/.cache/reptyr-tmux, named by its sha256, the first of them where
+no one else can change any directory on the way: see _private_dir) doing steps 2-4
 itself plus pidfd_open(PID) and the "reptyr-holder" rename, in ~a dozen syscalls. It does
 not check the start time (the caller re-checks it once the holder is ready) and has no
 REPORT, so popups and screen windows keep the Python holder; so does every caller when
