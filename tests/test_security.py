@@ -31,9 +31,9 @@ def attacker() -> Iterator[User]:
         yield user
 
 
-def adopt(tmux: Tmux, pid: int, env: dict[str, str] | None = None) -> str:
+def adopt(tmux: Tmux, pid: int) -> str:
     result = subprocess.run([*CLI, "adopt", "-L", tmux.socket, "-t", "main", str(pid)],
-                            capture_output=True, text=True, timeout=60, env=env)
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
