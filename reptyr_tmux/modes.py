@@ -167,13 +167,21 @@ def _askable_servers(tty_owner: int | None) -> Iterator[tuple[int, int]]:
         except (OSError, ValueError, IndexError):
             continue
         uid = next((u for u in uids if trust.runs_as(pid, u)), None)
-        if uid is None or not trust.in_our_mount_namespace(pid):
+        if uid is None or not _in_our_mount_namespace(pid):
             continue
         for path in _listening_sockets(pid):
             fd = trust.open_socket_of(path, uid)
             if fd is not None:
                 yield fd, uid
                 break
+
+
+def _in_our_mount_namespace(pid: int) -> bool:
+    """A path `pid` bound (its socket's) names the same file for us only in the same mount namespace."""
+    try:
+        return proc.same_namespace(pid, "mnt")
+    except OSError:
+        return False
 
 
 TMUX_CLIENTS_TIMEOUT_S = 3.0  # for all servers together: the old terminal's owner's may never answer

@@ -48,14 +48,6 @@ def started_by(pid: int, uid: int) -> bool:
     return len(uids) >= 2 and uids[0] == uid and uids[1] == uid
 
 
-def in_our_mount_namespace(pid: int) -> bool:
-    """A path `pid` named (a socket it bound) means the same file to us only in the same namespace."""
-    try:
-        return os.readlink(f"/proc/{pid}/ns/mnt") == os.readlink("/proc/self/ns/mnt")
-    except OSError:
-        return False
-
-
 def _private_to(st: os.stat_result, uid: int) -> bool:
     """A directory owned by `uid` or root that no one else may write in (sticky or not)."""
     return stat.S_ISDIR(st.st_mode) and st.st_uid in (uid, 0) and not st.st_mode & 0o022
