@@ -3,8 +3,9 @@
 A plain module (fixtures registered in conftest.py); every helper cleans up after itself, also when the
 test fails. Needs root, /usr/sbin/sshd, ssh, useradd (`bash setup.sh test` installs them).
 
-- `ordinary_user` (fixture): a fresh unprivileged account, `User(name, uid, gid, home)`, login shell
-  /bin/bash, no password; afterwards all its processes are killed and the account removed.
+- `ordinary_user` (fixture): a fresh unprivileged account from tests/users.py, `User(name, uid, gid,
+  home)`, login shell /bin/bash, no password; afterwards all its processes are killed and the account
+  removed.
 - `user_install` (fixture): argv prefix running `python -m reptyr_tmux` from a root-owned, world-readable
   copy of the product, with the system Python: any user can run it wherever the checkout lives.
 - `sshd` (fixture): `Sshd`, a real sshd on 127.0.0.1 with its own config, host key and port;
@@ -20,8 +21,6 @@ import contextlib
 import fcntl
 import grp
 import os
-import pwd
-import secrets
 import shlex
 import shutil
 import signal
@@ -39,148 +38,26 @@ from pathlib import Path
 import ptrace
 import pytest
 from conftest import Terminal, Tmux, wait_for
+from users import (  # noqa: F401  (the account helpers live there; these names are used from here too)
+    USER_PATH,
+    User,
+    as_user,
+    kill_user_processes,
+    need_root_and,
+    new_user,
+    user_env,
+    user_kwargs,
+    user_pids,
+)
 
 import reptyr_tmux
 from reptyr_tmux import proc
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # the venv's may live under /root (0700) or be a pyenv shim
 SSHD = "/usr/sbin/sshd"
-USER_PATH = "/usr/local/bin:/usr/bin:/bin"
 PROMPT = "rtu$ "  # every login's shell prompt; no shell expands anything in it
 SIZE = (100, 30)  # columns, rows of every pty made here
 TERM = "xterm-256color"
-
-
-# ---- the ordinary user -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class User:
-    name: str
-    uid: int
-    gid: int
-    home: Path
-    shell: str = "/bin/bash"
-
-    @classmethod
-    def named(cls, name: str) -> User:
-        entry = pwd.getpwnam(name)
-        return cls(name, entry.pw_uid, entry.pw_gid, Path(entry.pw_dir), entry.pw_shell)
-
-
-@contextlib.contextmanager
-def new_user(prefix: str = "rtu") -> Iterator[User]:
-    """A fresh account: unique name, home in a new directory, /bin/bash, no password (sshd keys only)."""
-    base = Path(tempfile.mkdtemp(prefix=f"{prefix}-home-"))
-    name = None
-    try:
-        base.chmod(0o755)  # mkdtemp makes it 0700: the user must reach its home inside
-        name = _add_account(prefix, base)
-        user = User.named(name)
-        user.home.mkdir(mode=0o700)  # no /etc/skel: no .bashrc that could change prompts or PATH
-        os.chown(user.home, user.uid, user.gid)
-        yield user
-    finally:
-        if name is not None:
-            _remove_account(User.named(name))
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def _add_account(prefix: str, base: Path) -> str:
-    for _ in range(20):
-        name = f"{prefix}{secrets.token_hex(3)}"
-        with contextlib.suppress(KeyError):
-            pwd.getpwnam(name)
-            continue
-        # '*' matches no password but is not "locked" ('!'): sshd without PAM refuses locked accounts.
-        _account_tool(["useradd", "--no-create-home", "--user-group", "--home-dir", str(base / name),
-                       "--shell", "/bin/bash", "--password", "*", name])
-        return name
-    raise RuntimeError("found no free user name")
-
-
-def _remove_account(user: User) -> None:
-    kill_user_processes(user)
-    for scratch in ("/tmp", "/var/tmp", "/dev/shm"):  # its leftovers there (tmux-UID, ...), by owner
-        with contextlib.suppress(OSError), os.scandir(scratch) as entries:
-            for entry in entries:
-                if entry.stat(follow_symlinks=False).st_uid == user.uid:
-                    _remove_path(Path(entry.path))
-    _account_tool(["userdel", "--force", "--remove", user.name], ok_codes=(0, 12))  # 12: no home left
-
-
-def _account_tool(argv: list[str], ok_codes: tuple[int, ...] = (0,)) -> None:
-    """useradd/userdel, retried while another process holds the lock on /etc/passwd (helpers run
-    side by side)."""
-    for _ in range(50):
-        result = subprocess.run(argv, capture_output=True, text=True)
-        if result.returncode in ok_codes:
-            return
-        if "lock" not in result.stderr:
-            break
-        time.sleep(0.1)
-    raise RuntimeError(f"{argv[0]} failed ({result.returncode}): {result.stderr.strip()}")
-
-
-def _remove_path(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def user_pids(uid: int) -> list[int]:
-    """Live processes with `uid` as real, effective, saved or filesystem uid (zombies count as gone)."""
-    found = []
-    for pid in proc.all_pids():
-        with contextlib.suppress(OSError, KeyError, ValueError):
-            status = proc.read_status(pid)
-            if status.get("State", "Z").startswith(("Z", "X")):
-                continue
-            if uid in {int(part) for part in status["Uid"].split()}:
-                found.append(pid)
-    return found
-
-
-def kill_user_processes(user: User, timeout: float = 10.0) -> None:
-    """SIGKILL everything of the user, again while new ones appear (a process may fork meanwhile)."""
-    deadline = time.monotonic() + timeout
-    while (pids := user_pids(user.uid)) and time.monotonic() < deadline:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)  # ours (as_user Popen, attached clients): reap
-        time.sleep(0.01)
-    if pids := user_pids(user.uid):
-        raise RuntimeError(f"processes of {user.name} survived SIGKILL: {pids}")
-
-
-# ---- running things as the user --------------------------------------------------------------------
-
-def user_env(user: User, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """A login's environment: nothing of ours (no XDG_RUNTIME_DIR, TMUX_TMPDIR, TMUX, venv PATH)."""
-    env = {"HOME": str(user.home), "USER": user.name, "LOGNAME": user.name, "SHELL": user.shell,
-           "PATH": USER_PATH, "LANG": "C.UTF-8"}
-    env.update({k: v for k, v in os.environ.items() if k.startswith("REPTYR_TMUX_")})  # debug switches
-    env.update(extra or {})
-    return env
-
-
-def user_kwargs(user: User, env: dict[str, str] | None = None) -> dict:
-    """subprocess.run/Popen arguments that make the child that user: uid, group, no other groups."""
-    return {"user": user.uid, "group": user.gid, "extra_groups": [], "env": user_env(user, env),
-            "cwd": str(user.home)}
-
-
-def as_user(user: User, argv: list[str], env: dict[str, str] | None = None,
-            **kwargs) -> subprocess.CompletedProcess:
-    """subprocess.run as the user; by default stdin /dev/null, output captured as text, 60 s timeout."""
-    if "stdout" not in kwargs and "stderr" not in kwargs:
-        kwargs.setdefault("capture_output", True)
-    kwargs.setdefault("text", True)
-    kwargs.setdefault("timeout", 60)
-    kwargs.setdefault("stdin", subprocess.DEVNULL)
-    return subprocess.run(argv, **user_kwargs(user, env), **kwargs)
 
 
 class UserTmux(Tmux):
@@ -603,32 +480,22 @@ def _end_processes(stats: list[proc.Stat], timeout: float = 5.0) -> None:
 
 # ---- fixtures (registered by conftest.py) --------------------------------------------------------------
 
-def _need_root_and(*programs: str) -> None:
-    missing = [p for p in programs if shutil.which(p) is None and not os.path.exists(p)]
-    if os.geteuid() == 0 and not missing:
-        return
-    reason = f"needs root and {', '.join(programs)} (bash setup.sh test installs them)"
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def ordinary_user() -> Iterator[User]:
-    _need_root_and("useradd", "userdel")
+    need_root_and("useradd", "userdel")
     with new_user() as user:
         yield user
 
 
 @pytest.fixture(scope="session")
 def user_install() -> Iterator[list[str]]:
-    _need_root_and(SYSTEM_PYTHON)
+    need_root_and(SYSTEM_PYTHON)
     with installed_for_users() as argv:
         yield argv
 
 
 @pytest.fixture(scope="session")
 def sshd(ordinary_user: User) -> Iterator[Sshd]:
-    _need_root_and(SSHD, "ssh", "ssh-keygen")
+    need_root_and(SSHD, "ssh", "ssh-keygen")
     with running_sshd(ordinary_user.name) as server:
         yield server

@@ -16,8 +16,9 @@ from typing import NamedTuple
 
 import pytest
 from conftest import CLI, ECHO, VICTIMS, Terminal, Tmux, build_c
+from realssh import SYSTEM_PYTHON, spawn_on_pty
 from test_steal import SshdLike
-from users import SYSTEM_PYTHON, User, another_user
+from users import User, as_user, give, need_root_and, new_user, user_env, user_popen
 
 from reptyr_tmux import holder, modes, native_relay, proc
 
@@ -27,8 +28,15 @@ SHELL = ["env", "PS1=$ ", "TERM=xterm", "bash", "--norc", "--noprofile", "-i"]
 
 @pytest.fixture
 def attacker() -> Iterator[User]:
-    with another_user() as user:
+    """A fresh user for each test: nothing of one attack is left for the next."""
+    need_root_and("useradd", "userdel")
+    with new_user("rta") as user:
         yield user
+
+
+def new_directory(user: User, path: Path) -> Path:
+    path.mkdir()
+    return give(user, path, 0o755)
 
 
 def adopt(tmux: Tmux, pid: int) -> str:
@@ -43,7 +51,7 @@ def planted_program(user: User, name: str) -> tuple[Path, Path]:
     marker = user.home / f"{name}.ran"
     script = user.home / name
     script.write_text(f'#!/bin/sh\necho "uid=$(id -u) groups=$(id -G)" >> {marker}\n')
-    user.own(script, 0o755)
+    give(user, script, 0o755)
     return script, marker
 
 
@@ -63,11 +71,11 @@ def fake_tmux_server(attacker: User) -> Iterator[FakeServer]:
     program = shutil.copy(VICTIMS / "fake_tmux_server.py", attacker.home)
     evil, marker = planted_program(attacker, "evil.sh")
     socket = attacker.home / "tmux.sock"
-    server = attacker.popen([SYSTEM_PYTHON, program, str(socket), str(evil)], stdout=subprocess.PIPE,
-                            text=True)
+    server = user_popen(attacker, [SYSTEM_PYTHON, program, str(socket), str(evil)], stdout=subprocess.PIPE,
+                        text=True)
     try:
         assert server.stdout.readline() == "listening\n"
-        control = attacker.run(["tmux", "-S", str(socket), "list-panes"])
+        control = as_user(attacker, ["tmux", "-S", str(socket), "list-panes"])
         assert marker.read_text() == f"uid={attacker.uid} groups={attacker.gid}\n", control
         marker.unlink()
         yield FakeServer(socket, marker)
@@ -177,19 +185,19 @@ def test_a_swapped_cache_folder_never_makes_root_run_a_planted_program(spawn, tm
     swaps our cache folder (there from an earlier adoption) with theirs (renameat2 RENAME_EXCHANGE)
     in a loop, 20 adoptions (attach mode's holder and steal mode's relay) all succeed, and their
     planted holder and relay never run."""
-    runtime = attacker.mkdir(attacker.home / "run")
-    decoy = attacker.mkdir(runtime / "decoy")
+    runtime = new_directory(attacker, attacker.home / "run")
+    decoy = new_directory(attacker, runtime / "decoy")
     ours = runtime / holder.CACHE_DIR_NAME  # root's folder from an earlier adoption, genuine files in it
     ours.mkdir(mode=0o700)
     planted, marker = planted_program(attacker, "planted.sh")
     for prefix, image in (("holder", holder.holder_elf()), ("relay", native_relay.relay_elf())):
         (ours / holder.cache_name(prefix, image)).write_bytes(image)
         (ours / holder.cache_name(prefix, image)).chmod(0o700)
-        attacker.run(["cp", str(planted), str(decoy / holder.cache_name(prefix, image))], check=True)
+        as_user(attacker, ["cp", str(planted), str(decoy / holder.cache_name(prefix, image))], check=True)
     stop = attacker.home / "stop"
-    swapper = attacker.popen([SYSTEM_PYTHON, shutil.copy(VICTIMS / "swap_dirs.py", attacker.home),
-                              str(ours), str(decoy), str(stop), "120"],
-                             stdout=subprocess.PIPE, text=True)
+    swap_loop = shutil.copy(VICTIMS / "swap_dirs.py", attacker.home)
+    swapper = user_popen(attacker, [SYSTEM_PYTHON, swap_loop, str(ours), str(decoy), str(stop), "120"],
+                         stdout=subprocess.PIPE, text=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "REPTYR_TMUX_"))}
     env.update(XDG_RUNTIME_DIR=str(runtime), REPTYR_TMUX_DEBUG="1")
     sessions = SshdLike(tmp_path, sessions=ADOPTIONS // 2)
@@ -221,7 +229,7 @@ def test_a_swapped_cache_folder_never_makes_root_run_a_planted_program(spawn, tm
     assert swaps > ADOPTIONS, "the swap loop did not run"
     assert not planted_ran, f"the planted program ran in adoptions {planted_ran}: {marker.read_text()}"
     assert not failed, failed
-    assert not any(p.startswith(str(attacker.base)) for p in pane_programs)
+    assert not any(p.startswith(str(attacker.home.parent)) for p in pane_programs)
 
 
 # --- 6. the picker as root ------------------------------------------------------------------------
@@ -242,12 +250,12 @@ def test_root_picker_lists_only_roots_own_processes(spawn, tmux, attacker, setui
     """A user's setuid-root program at its prompt (like su asking for a password) runs with euid 0
     and /proc/PID owned by root, but it is not root's: root's menu does not offer it, with or
     without --all. Root's own program on another terminal is still listed."""
-    program = attacker.base / "setuid_reader"
+    program = attacker.home.parent / "setuid_reader"  # root's directory, which the user may read
     shutil.copy(setuid_reader_build, program)
     os.chown(program, 0, 0)
     program.chmod(0o4755)
-    pid, master = attacker.on_pty([str(program)])
-    plain_pid, plain_master = attacker.on_pty(["/bin/sleep", "300"])
+    pid, master, _ = spawn_on_pty([str(program)], user_env(attacker), attacker)
+    plain_pid, plain_master, _ = spawn_on_pty(["/bin/sleep", "300"], user_env(attacker), attacker)
     try:
         Terminal(master, "?").expect(f"ready uid={attacker.uid} euid=0")
         assert os.stat(f"/proc/{pid}").st_uid == 0  # what the picker used to go by
