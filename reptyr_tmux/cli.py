@@ -6,11 +6,32 @@ import argparse
 import os
 import sys
 
-from reptyr_tmux import __version__
-from reptyr_tmux.errors import ReptyrError
+from reptyr_tmux import __version__, status
+from reptyr_tmux.errors import ReptyrError, internal_error
+from reptyr_tmux.status import ERROR_MS
+from reptyr_tmux.text import printable
 
-ATTACH_HELP = """\
-Move a running process onto a terminal, like reptyr.
+TOP_HELP = """\
+usage: reptyr-tmux COMMAND [options]
+
+Move a running process into tmux (or GNU screen), or onto this terminal like reptyr.
+
+commands:
+  adopt PID       move PID into a new tmux pane or GNU screen window
+  pick            the tmux menu of processes to adopt (--list: the candidates as text)
+  attach PID      reptyr's command line: move PID onto this terminal
+  screen-pick     the picker for GNU screen, run in a screen window
+  plugin-init     bind the picker to prefix + A in tmux (what reptyr.tmux runs)
+  demo            adopt a throwaway job into a private tmux server, to see it work
+
+'reptyr-tmux COMMAND --help' shows a command's options; -v, --version the version.
+"""
+
+ATTACH_USAGE = "reptyr-tmux attach [-s] [-T] [-V] PID\n       reptyr-tmux attach -l|-L [COMMAND ...]"
+ATTACH_HELP = f"""\
+usage: {ATTACH_USAGE}
+
+Move a running process onto this terminal, like reptyr.
 
   reptyr-tmux attach [-s] [-T] [-V] PID    bring PID to this terminal
   reptyr-tmux attach -l|-L [COMMAND ...]   make a new pty, print its name, relay it here
@@ -23,9 +44,11 @@ options:
        REPTYR_PTY set to that name
   -L   like -l, and COMMAND also gets the pty as its terminal and stdin/stdout/stderr
   -V   print each step as it happens, with timings
-  -v   print the version and exit
-  -h   print this help and exit
+  -v, --version   print the version and exit
+  -h, --help      print this help and exit
 """
+NO_TERMINAL = ("stdin is not a terminal: run attach from the terminal you want the process on, "
+               "or use adopt")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,34 +56,42 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("-v", "--version"):
         print(f"reptyr-tmux {__version__}")
         return 0
-    commands = {"attach": cmd_attach, "adopt": cmd_adopt, "pick": cmd_pick, "plugin-init": cmd_plugin_init,
-                "screen-pick": cmd_screen_pick, "demo": cmd_demo}
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        print("usage: reptyr-tmux {attach,adopt,pick,demo} ...  (reptyr-tmux COMMAND -h for more)",
-              file=sys.stdout if argv[:1] in (["-h"], ["--help"]) else sys.stderr)
-        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    if argv[:1] in (["-h"], ["--help"]):
+        print(TOP_HELP, end="")
+        return 0
+    if not argv or argv[0] not in COMMANDS:
+        unknown = f"reptyr-tmux: unknown command '{printable(argv[0], 40)}'\n" if argv else ""
+        print(unknown + TOP_HELP, end="", file=sys.stderr)
+        return 2
+    command, rest = COMMANDS[argv[0]], argv[1:]
+    if argv[0] in ("adopt", "pick") and status.FLAG in rest:
+        return status.run(command, rest)
     try:
-        return commands[argv[0]](argv[1:])
+        return command(rest)
     except ReptyrError as e:
         print(f"reptyr-tmux: {e}", file=sys.stderr)
         return e.exit_code
     except Exception as e:  # a bug of ours: one line, unless asked for the whole story
         if os.environ.get("REPTYR_TMUX_DEBUG"):
             raise
-        print(f"reptyr-tmux: internal error ({type(e).__name__}: {e}); any process we held was given "
-              "back. Please report it; REPTYR_TMUX_DEBUG=1 shows the traceback", file=sys.stderr)
+        print(f"reptyr-tmux: {internal_error(e)}", file=sys.stderr)
         return 70
 
 
+def pick_main() -> int:
+    """The `reptyr-pick` script: `reptyr-tmux pick`."""
+    return main(["pick", *sys.argv[1:]])
+
+
 def _attach_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reptyr-tmux attach", add_help=False, usage=ATTACH_HELP)
+    parser = argparse.ArgumentParser(prog="reptyr-tmux attach", add_help=False, usage=ATTACH_USAGE)
     parser.add_argument("-s", dest="stdio", action="store_true")
     parser.add_argument("-T", dest="steal", action="store_true")
     parser.add_argument("-V", dest="verbose", action="store_true")
     parser.add_argument("-l", dest="new_pty", action="store_true")
     parser.add_argument("-L", dest="new_pty_stdio", action="store_true")
-    parser.add_argument("-v", dest="version", action="store_true")
-    parser.add_argument("-h", dest="help", action="store_true")
+    parser.add_argument("-v", "--version", dest="version", action="store_true")
+    parser.add_argument("-h", "--help", dest="help", action="store_true")
     parser.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
@@ -90,6 +121,7 @@ def _steal_here(pid_text: str, verbose: bool) -> int:
     from reptyr_tmux.survey import parse_pid
 
     session = find_session(parse_pid(pid_text))
+    _refuse_without_a_terminal()
     master = grab_master(session.holders[0])
     try:
         silence_holders(session, verbose)
@@ -104,10 +136,13 @@ def _attach_here(pid_text: str, stdio: bool, verbose: bool) -> int:
     from reptyr_tmux.attach import attach
     from reptyr_tmux.ptyproxy import copy_window_size, relay
     from reptyr_tmux.shell_hangup import ShellHangupGuard
-    from reptyr_tmux.survey import parse_pid
+    from reptyr_tmux.survey import parse_pid, survey
     from reptyr_tmux.worker import run_apart
 
     pid = parse_pid(pid_text)
+    if not os.isatty(0):
+        survey(pid, force_stdio=stdio)  # what is wrong with the pid, if anything, says more
+        _refuse_without_a_terminal()
     master, slave = os.openpty()
     try:
         copy_window_size(0, slave)
@@ -124,6 +159,15 @@ def _attach_here(pid_text: str, stdio: bool, verbose: bool) -> int:
     guard = ShellHangupGuard(pid, done.own_sighup, done.old_shell) if done.old_shell else None
     relay(master, guard=guard)
     return 0
+
+
+def _refuse_without_a_terminal() -> None:
+    """The relay copies between the moved program and our stdin/stdout: without a terminal there,
+    the program would be moved only to be hung up when our input ends."""
+    from reptyr_tmux.errors import Refusal
+
+    if not os.isatty(0):
+        raise Refusal(NO_TERMINAL)
 
 
 def _new_pty(command: list[str], with_stdio: bool) -> int:
@@ -164,8 +208,10 @@ def cmd_adopt(argv: list[str]) -> int:
         where.add_argument(flag, dest="placement", action="store_const", const=placement)
     where.add_argument("--popup", dest="placement", action="store_const", const="popup")
     parser.add_argument("-t", dest="target", metavar="TARGET", help="tmux target session/window/pane")
-    parser.add_argument("--screen", nargs="?", const="", metavar="SESSION",
-                        help="open a GNU screen window instead (SESSION defaults to $STY)")
+    parser.add_argument("--screen", action="store_true",
+                        help="open a GNU screen window instead, in the session this runs in ($STY)")
+    parser.add_argument("--screen-session", metavar="SESSION",
+                        help="like --screen, in the screen session named SESSION")
     _server_options(parser)
     parser.add_argument("-s", dest="stdio", action="store_true", help="also attach fds 0-2 (no tty)")
     parser.add_argument("--no-redraw", action="store_true", help="do not SIGTSTP/SIGCONT afterwards")
@@ -180,6 +226,7 @@ def cmd_adopt(argv: list[str]) -> int:
                              "or +a,-b (auto plus a, minus b); see the README")
     parser.add_argument("--check", action="store_true", help="only say whether PID can be adopted")
     parser.add_argument("--start-time", type=int, help="refuse unless PID started at this tick (picker)")
+    parser.add_argument(status.FLAG, dest="status_line", action="store_true", help=status.HELP)
     parser.add_argument("pid", metavar="PID")
     args = parser.parse_args(argv)
     return _adopt(args)
@@ -194,7 +241,11 @@ def _adopt(args: argparse.Namespace) -> int:
     _check_modes_spec(args.modes)
     if args.check:
         server = Server(args.socket_name, args.socket_path) if _in_reach_of_tmux(args) else None
-        print(check(pid, server, args.stdio, args.mode))
+        verdict = check(pid, server, args.stdio, args.mode)
+        if args.status_line and server:
+            server.message(f"reptyr-tmux: {verdict}", duration_ms=ERROR_MS)
+        elif not args.status_line:
+            print(verdict)
         return 0
     server = _multiplexer(args)
     try:
@@ -202,15 +253,21 @@ def _adopt(args: argparse.Namespace) -> int:
                      redraw=not args.no_redraw, force_stdio=args.stdio, start_time=args.start_time,
                      remain_on_exit=args.remain_on_exit, mode=args.mode, modes_spec=args.modes)
     except ReptyrError as e:
-        server.message(f"reptyr-tmux: {e}")
+        if not args.status_line:  # with it, status.run says it (once)
+            server.message(f"reptyr-tmux: {e}", duration_ms=ERROR_MS)
         raise
-    carried = f"; terminal modes carried: {', '.join(done.terminal_modes)}" if done.terminal_modes else ""
-    summary = (f"adopted {done.pid} ({done.name}) from {done.old_tty} into {done.pane.pane_id} "
-               f"in {done.took_ms:.0f} ms, {done.mode} mode: {done.why}{carried}{done.caveat}")
-    print(summary)
+    summary = _summary(done)
+    if not args.status_line:  # by hand: the summary where the command ran, and in tmux
+        print(summary)
     in_tmux_pane = done.pane.pane_id.startswith("%")
     server.message(f"reptyr-tmux: {summary}", done.pane.pane_id if in_tmux_pane else None)
     return 0
+
+
+def _summary(done) -> str:
+    carried = f"; terminal modes carried: {', '.join(done.terminal_modes)}" if done.terminal_modes else ""
+    return (f"adopted {done.pid} ({done.name}) from {done.old_tty} into {done.pane.pane_id} "
+            f"in {done.took_ms:.0f} ms, {done.mode} mode: {done.why}{carried}{done.caveat}")
 
 
 def _check_modes_spec(spec: str) -> None:
@@ -224,10 +281,10 @@ def _check_modes_spec(spec: str) -> None:
 
 
 def _multiplexer(args: argparse.Namespace):
-    if args.screen is not None:
+    if args.screen or args.screen_session:
         from reptyr_tmux.screen import ScreenSession
 
-        return ScreenSession(args.screen or None)
+        return ScreenSession(args.screen_session)
     from reptyr_tmux.tmux import Server
 
     return Server(args.socket_name, args.socket_path, args.target)
@@ -266,3 +323,7 @@ def cmd_demo(argv: list[str]) -> int:
     from reptyr_tmux.demo import run_demo
 
     return run_demo(argv)
+
+
+COMMANDS = {"attach": cmd_attach, "adopt": cmd_adopt, "pick": cmd_pick, "plugin-init": cmd_plugin_init,
+            "screen-pick": cmd_screen_pick, "demo": cmd_demo}

@@ -7,12 +7,15 @@ running for the user to look at.
 
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
 
 from reptyr_tmux import proc
+from reptyr_tmux.errors import ReptyrError
 
 SOCKET = SESSION = "reptyr-demo"
 
@@ -52,25 +55,50 @@ def _take_stdin_as_ctty() -> None:
 
 
 def run_demo(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="reptyr-tmux demo", description="Start a throwaway job on a scratch terminal (a stand-in for "
+        "a plain ssh session), adopt it into a private tmux server, type a line into it there and show "
+        "the answer. The job is left running for you to look at.")
+    parser.add_argument("-L", dest="socket", metavar="NAME", default=SOCKET,
+                        help=f"the private tmux server's socket name (default {SOCKET})")
+    args = parser.parse_args(argv)
+    if shutil.which("tmux") is None:
+        raise ReptyrError("tmux is not installed (apt-get install tmux)")
     import libtmux
 
     from reptyr_tmux.adopt import adopt
     from reptyr_tmux.tmux import Server
 
-    server = libtmux.Server(socket_name=SOCKET)
-    server.new_session(session_name=SESSION, kill_session=True, attach=False, x=110, y=30)
+    server = libtmux.Server(socket_name=args.socket)
+    session = server.new_session(session_name=SESSION, kill_session=True, attach=False, x=110, y=30)
+    scratch_window = session.windows[0].window_id
     pid, scratch = start_forgotten_job()
     print(f"1. started a job, pid {pid}, on terminal {proc.tty_name(proc.read_stat(pid).tty_dev)} "
           "(a stand-in for a plain ssh session)")
-    done = adopt(pid, Server(socket_name=SOCKET), target=SESSION)
+    done = adopt(pid, Server(socket_name=args.socket), target=SESSION)
+    # The session's first window (a shell) has served its purpose: with the job's window alone in
+    # it, ending the job ends the session and the server, and the viewer is back where they were.
+    server.cmd("kill-window", "-t", scratch_window)
     print(f"2. adopted it into tmux in {done.took_ms:.0f} ms: it now runs on {done.pane.pane_tty}, "
           f"the pane's own terminal (pane {done.pane.pane_id}, no relay process)")
     os.close(scratch)
     print(f"3. closed its old terminal; still running: {proc.read_stat(pid).state not in 'ZX'}")
     pane = server.panes.get(pane_id=done.pane.pane_id)
     pane.send_keys("hello from tmux", enter=True)
-    time.sleep(0.5)
-    answer = [line for line in pane.capture_pane() if line.startswith("you said")]
-    print(f"4. typed a line into the pane; it answered: {answer[-1] if answer else '(nothing yet)'}")
-    print(f"\nLook at it:  tmux -L {SOCKET} attach -t {SESSION}      (C-c in that window ends the job)")
+    answer = _answer(pane)
+    print(f"4. typed a line into the pane; it answered: {answer or '(nothing yet)'}")
+    print(f"\nLook at it:  tmux -L {args.socket} attach -t {SESSION}\n"
+          f"  C-c there ends the job, and with it this demo's tmux server; detach with C-b d.\n"
+          f"Stop it from here:  tmux -L {args.socket} kill-server")
     return 0 if answer else 1
+
+
+def _answer(pane, within_s: float = 5.0) -> str:
+    """The job's answer to the typed line, once it shows in the pane."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        answer = [line for line in pane.capture_pane() if line.startswith("you said")]
+        if answer:
+            return answer[-1]
+        time.sleep(0.05)
+    return ""

@@ -12,6 +12,13 @@ class Refusal(ReptyrError):
 
     exit_code = 2
 
+    def __init__(self, message: str, short: str | None = None):
+        super().__init__(message)
+        self.short = short  # a few words for a menu row, where the whole sentence does not fit
+
+    def __reduce__(self):  # it travels from the engine's process (worker.py) by pickle
+        return type(self), (str(self), self.short)
+
 
 class TargetGone(ReptyrError):
     """The target exited or was killed while we worked on it."""
@@ -47,3 +54,8 @@ class Interrupted(ReptyrError):
 
     def __reduce__(self):
         return type(self), (self.signum,)
+
+def internal_error(e: Exception) -> str:
+    """The one line for a bug of ours (an exception that is not a ReptyrError)."""
+    return (f"internal error ({type(e).__name__}: {e}); any process we held was given back. "
+            "Please report it; REPTYR_TMUX_DEBUG=1 shows the traceback")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 from reptyr_tmux.errors import ReptyrError
+from reptyr_tmux.status import SUMMARY_MS
 
 READY_WITHIN_S = 5.0
 
@@ -29,7 +30,7 @@ class Multiplexer(Protocol):
     def needs_report(self, placement: str) -> bool: ...  # True: command gets a report-file argument
     def dress(self, pane: Pane, placement: str, name: str, remain_on_exit: bool) -> None: ...
     def refuse_own(self, pid: int) -> None: ...
-    def message(self, text: str, target: str | None = None) -> None: ...
+    def message(self, text: str, target: str | None = None, duration_ms: int = SUMMARY_MS) -> None: ...
 
 
 def launch_and_read_report(launch: Callable[[str], subprocess.Popen], what: str) -> tuple[int, str]:

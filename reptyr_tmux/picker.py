@@ -9,20 +9,26 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
-import sys
+import stat as stat_module
 from typing import NamedTuple
 
-from reptyr_tmux import proc, trust
-from reptyr_tmux.errors import Refusal, ReptyrError
+from reptyr_tmux import proc, status, trust
+from reptyr_tmux.commandline import recognisable
+from reptyr_tmux.errors import Refusal
 from reptyr_tmux.launch import python_argv
 from reptyr_tmux.session import survey_session
 from reptyr_tmux.survey import choose_mode, survey
-from reptyr_tmux.text import from_bytes, printable, tmux_literal
+from reptyr_tmux.text import from_bytes, printable, tmux_literal, whole_words
 from reptyr_tmux.tmux import Server
 
 MENU_KEYS = "123456789abcdefghijklmnoprstuvwxyz"
 MENU_WIDTH = 70
+MAX_GREYED = 8  # rows of processes that cannot be adopted, greyed with the reason
+REASON_WIDTH = 30  # a greyed row's reason, in whole words; the command line gives way to it
+YOUNG_TICKS = os.sysconf("SC_CLK_TCK")  # children younger than a second are a loop's steps, gone soon
+SSH_CLIENTS = frozenset({"ssh", "mosh-client"})  # the user's way out to (or in from) elsewhere
 OPTION_DEFAULTS = {"@reptyr-placement": "window", "@reptyr-redraw": "on",
                    "@reptyr-remain-on-exit": "off", "@reptyr-pick-all": "off", "@reptyr-modes": "auto"}
 
@@ -34,7 +40,17 @@ class Candidate(NamedTuple):
     elapsed: str
     command: str
     stdio: bool  # needs -s: it has no terminal
-    refusal: str | None  # why it cannot be adopted, or None
+    refusal: str | None  # why it cannot be adopted (a few words), or None
+    mode: str  # how it would move: what survey.choose_mode says ("-" when refused)
+
+
+class Scan(NamedTuple):
+    """One /proc snapshot and what the filters need from it."""
+
+    stats: list[proc.Stat]
+    by_pid: dict[int, proc.Stat]
+    seats: set[int]  # sessions with a tmux client on their terminal: where the user sits
+    now_ticks: int
 
 
 def candidates(exclude_ttys: set[proc.Tty], include_all: bool = False, enough: int | None = None
@@ -44,22 +60,20 @@ def candidates(exclude_ttys: set[proc.Tty], include_all: bool = False, enough: i
     output goes to a file or a terminal that is gone (nohup jobs).
     With `enough`, stop checking once that many adoptable ones are found (the menu's size)."""
     me, my_family = os.geteuid(), _ancestors(os.getpid())
-    boot_ticks = _uptime_ticks()
     stats = proc.all_stats()
     excluded_numbers = {tty.rdev for tty in exclude_ttys}
+    scan = Scan(stats, {s.pid: s for s in stats}, _seats(stats), _uptime_ticks())
     seen = []
     for stat in stats:
-        if stat.pid in my_family or stat.flags & proc.PF_KTHREAD or stat.state in "ZX" or stat.pid == 1:
+        if stat.pid in my_family or not _worth_a_look(stat, scan):
             continue
-        if stat.comm.startswith("tmux"):
-            continue  # the server and its clients: adopting them into themselves makes no sense
         tty = proc.pts_path(stat.tty_dev) if stat.tty_dev else None
         if tty is None and stat.tty_dev is not None:
             continue  # a console or serial line: not ours to take
         if (stat.tty_dev in excluded_numbers and not include_all
                 and proc.session_tty(stat, stats) in exclude_ttys):
             continue  # the very terminal of one of our panes, not a namesake (a container's pts)
-        if (tty is None and not _looks_like_a_nohup_job(stat.pid)) or not _owned_by(stat.pid, me):
+        if (tty is None and not _looks_like_a_nohup_job(stat, scan)) or not _owned_by(stat.pid, me):
             continue
         seen.append((stat, tty))
     seen.sort(key=lambda item: (item[1] is None, item[1] or "", item[0].pid))
@@ -67,55 +81,82 @@ def candidates(exclude_ttys: set[proc.Tty], include_all: bool = False, enough: i
     for stat, tty in seen:
         if enough is not None and sum(c.refusal is None for c in found) >= enough:
             break
+        mode, refusal = _verdict(stat.pid, tty is None, stats)
         found.append(Candidate(
             pid=stat.pid, starttime=stat.starttime, tty=proc.tty_name(stat.tty_dev),
-            elapsed=_elapsed(boot_ticks - stat.starttime), command=_command(stat),
-            stdio=tty is None, refusal=_why_not(stat.pid, tty is None, stats)))
+            elapsed=_elapsed(scan.now_ticks - stat.starttime), command=_command(stat),
+            stdio=tty is None, refusal=refusal, mode=mode))
     found.sort(key=lambda c: (c.stdio, c.refusal is not None))
     return found
 
 
-def menu_arguments(found: list[Candidate], adopt_argv: list[str]) -> list[str]:
-    """display-menu arguments: a title, then name/key/command triples."""
+def _worth_a_look(stat: proc.Stat, scan: Scan) -> bool:
+    """Not a kernel thread, zombie or init; not the way the user reaches this tmux (a tmux client,
+    its shell, an ssh client); not a child that will be gone in a moment (a loop's `sleep 0.2`)."""
+    if stat.flags & proc.PF_KTHREAD or stat.state in "ZX" or stat.pid == 1:
+        return False
+    if stat.comm.startswith("tmux") or stat.comm in SSH_CLIENTS or stat.sid in scan.seats:
+        return False  # the tmux server, clients and their sessions: adopting them into tmux is absurd
+    parent = scan.by_pid.get(stat.ppid)
+    young = scan.now_ticks - stat.starttime < YOUNG_TICKS
+    return not (young and stat.tty_dev and parent is not None and parent.tty_dev == stat.tty_dev)
+
+
+def _seats(stats: list[proc.Stat]) -> set[int]:
+    """Sessions whose terminal shows a tmux client: moving them would move the client into tmux."""
+    return {s.sid for s in stats if s.comm.startswith("tmux") and s.tty_dev is not None}
+
+
+def menu_arguments(found: list[Candidate], adopt_argv: list[str], client: tuple[int, int] = (999, 999)
+                   ) -> list[str]:
+    """display-menu arguments: a title, then name/key/command triples. tmux shows no menu at all
+    that is taller or wider than the client (rows, columns), so the rows are cut to fit it."""
+    width = min(MENU_WIDTH, client[1] - 4)
+    room = client[0] - 2 - 1  # the border, and a line saying how many were left out
+    usable = [c for c in found if c.refusal is None][: min(len(MENU_KEYS), room)]
+    unusable = [c for c in found if c.refusal is not None][: max(0, min(MAX_GREYED, room - len(usable) - 1))]
     args = ["-T", "#[align=centre] adopt which process? "]
-    usable = [c for c in found if c.refusal is None]
     for key, cand in zip(MENU_KEYS, usable):
-        args += [tmux_literal(label(cand), MENU_WIDTH), key, _run_adopt(cand, adopt_argv)]
-    unusable = [c for c in found if c.refusal is not None]
+        args += [tmux_literal(label(cand), width), key, _run_adopt(cand, adopt_argv)]
     if unusable:
         args += [""]  # a separator, then greyed items saying why
-        for cand in unusable[:8]:
-            args += ["-" + tmux_literal(f"{label(cand)} — {cand.refusal}", MENU_WIDTH), "", ""]
-    hidden = max(0, len(usable) - len(MENU_KEYS)) + max(0, len(unusable) - 8)
+        for cand in unusable:
+            args += ["-" + tmux_literal(_greyed_row(cand, width), width), "", ""]
+    hidden = len(found) - len(usable) - len(unusable)
     if hidden:
-        args += ["-" + f"({hidden} more not shown)", "", ""]
+        args += ["-" + f"({hidden} more not shown: reptyr-tmux pick --list shows all)", "", ""]
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="reptyr-pick", description="Pick a process to adopt into tmux.")
+def main(argv: list[str]) -> int:
+    """`reptyr-tmux pick` (errors are raised: cli.main reports them)."""
+    parser = argparse.ArgumentParser(prog="reptyr-tmux pick", description="Pick a process to adopt into "
+                                     "tmux: a menu of your processes on terminals outside this tmux.")
     parser.add_argument("--all", action="store_true", help="also list processes on this tmux's panes")
     parser.add_argument("--list", action="store_true", help="print the candidates instead of a menu")
-    parser.add_argument("-L", dest="socket_name")
-    parser.add_argument("-S", dest="socket_path")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        server = Server(args.socket_name, args.socket_path)
-        options = _options(server)
-        found = candidates(pane_ttys(server), args.all or options["@reptyr-pick-all"] == "on",
-                           enough=None if args.list else len(MENU_KEYS))
-        if args.list:
-            for cand in found:
-                print(printable(f"{label(cand)}{'  [' + cand.refusal + ']' if cand.refusal else ''}"))
-            return 0
-        if not found:
-            server.message("reptyr-tmux: no process to adopt (none of yours runs on another terminal)")
-            return 0
-        server.cmd("display-menu", *menu_arguments(found, _adopt_argv(args, options)))
-    except ReptyrError as e:
-        print(f"reptyr-pick: {e}", file=sys.stderr)
-        return e.exit_code
+    parser.add_argument("-L", dest="socket_name", metavar="NAME", help="tmux server socket name")
+    parser.add_argument("-S", dest="socket_path", metavar="PATH", help="tmux server socket path")
+    parser.add_argument(status.FLAG, dest="status_line", action="store_true", help=status.HELP)
+    args = parser.parse_args(argv)
+    server = Server(args.socket_name, args.socket_path)
+    options = _options(server)
+    found = candidates(pane_ttys(server), args.all or options["@reptyr-pick-all"] == "on",
+                       enough=None if args.list else len(MENU_KEYS))
+    if args.list:
+        for cand in found:
+            print(printable(f"{label(cand)}{'  [' + cand.refusal + ']' if cand.refusal else ''}"))
+        return 0
+    if not found:
+        server.message("reptyr-tmux: no process to adopt (none of yours runs on another terminal)")
+        return 0
+    server.cmd("display-menu", *menu_arguments(found, _adopt_argv(args, options), _client_size(server)))
     return 0
+
+
+def _client_size(server: Server) -> tuple[int, int]:
+    size = server.cmd("display-message", "-p", "#{client_height} #{client_width}")
+    rows, _, cols = size.strip().partition(" ")
+    return (int(rows), int(cols)) if rows.isdigit() and cols.isdigit() else (24, 80)
 
 
 def pane_ttys(server: Server) -> set[proc.Tty]:
@@ -124,7 +165,7 @@ def pane_ttys(server: Server) -> set[proc.Tty]:
 
 
 def _adopt_argv(args: argparse.Namespace, options: dict[str, str]) -> list[str]:
-    argv = [*python_argv("reptyr_tmux"), "adopt", f"--{options['@reptyr-placement']}"]
+    argv = [*python_argv("reptyr_tmux"), "adopt", status.FLAG, f"--{options['@reptyr-placement']}"]
     if options["@reptyr-redraw"] == "off":
         argv.append("--no-redraw")
     if options["@reptyr-remain-on-exit"] == "on":
@@ -163,7 +204,13 @@ def _options(server: Server) -> dict[str, str]:
 
 
 def label(cand: Candidate) -> str:
-    return f"{cand.pid:>7} {cand.tty:<7} {cand.elapsed:>9}  {cand.command}"
+    return f"{cand.pid:>7} {cand.tty:<7} {cand.elapsed:>9}  {cand.mode:<7} {cand.command}"
+
+
+def _greyed_row(cand: Candidate, width: int) -> str:
+    """The whole reason, and as much of the row as fits before it."""
+    reason = f" — {cand.refusal}"
+    return printable(label(cand), width - len(reason)) + reason
 
 
 def _command(stat: proc.Stat) -> str:
@@ -172,29 +219,48 @@ def _command(stat: proc.Stat) -> str:
             raw = f.read(4096)
     except OSError:
         raw = b""
-    text = from_bytes(raw.replace(b"\0", b" ")).strip()
-    return printable(text or f"[{stat.comm}]", 120)
+    argv = [from_bytes(arg) for arg in raw.split(b"\0") if arg]
+    return printable(recognisable(argv).strip() or f"[{stat.comm}]", 120)
 
 
-def _why_not(pid: int, stdio: bool, stats: list[proc.Stat]) -> str | None:
+def _verdict(pid: int, stdio: bool, stats: list[proc.Stat]) -> tuple[str, str | None]:
+    """(the mode it would move in, None) or ("-", why it cannot be adopted, in a few words)."""
     try:
-        if choose_mode(pid, "auto", stdio, stats)[0] == "session":
+        mode, _ = choose_mode(pid, "auto", stdio, stats)
+        if mode == "session":
             survey_session(pid, stats)
-        else:
-            survey(pid, force_stdio=stdio, stats=stats)
+        elif mode == "attach":  # steal (only when asked for): whether its terminal can be taken is
+            survey(pid, force_stdio=stdio, stats=stats)  # seen then
     except Refusal as e:
-        return str(e).split(";")[0].split(":")[0][:60]
+        return "-", e.short or whole_words(_without_subject(str(e).split(";")[0]), REASON_WIDTH)
     except OSError:
-        return "gone"
-    return None
+        return "-", "gone"
+    return mode, None
 
 
-def _looks_like_a_nohup_job(pid: int) -> bool:
-    """Output to a file (nohup.out, a log) or to a terminal that no longer exists."""
-    target = proc.fd_target(pid, 1)
+def _without_subject(sentence: str) -> str:
+    """"process 12 (x) is traced" -> "is traced": the row already shows which process."""
+    return re.sub(r"^process \d+ (\(.*?\) )?", "", sentence)
+
+
+def _looks_like_a_nohup_job(stat: proc.Stat, scan: Scan) -> bool:
+    """Left behind by a session that ended (its leader gone, itself re-parented to init or a
+    subreaper), with its output going to a file (nohup.out, a log) or to a terminal that is gone.
+    A daemon leads its own session; a live shell's job still has the shell's terminal."""
+    parent = scan.by_pid.get(stat.ppid)
+    if stat.sid in scan.by_pid or (parent is not None and parent.sid == stat.sid):
+        return False
+    target = proc.fd_target(stat.pid, 1)
     if target.startswith("/dev/pts/"):
         return target.endswith("(deleted)") or not os.path.exists(target)
-    return target.startswith("/") and not target.startswith("/dev/")
+    return _is_regular_file(f"/proc/{stat.pid}/fd/1")
+
+
+def _is_regular_file(path: str) -> bool:
+    try:
+        return stat_module.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _owned_by(pid: int, uid: int) -> bool:

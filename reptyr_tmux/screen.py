@@ -14,6 +14,7 @@ import subprocess
 from reptyr_tmux import proc
 from reptyr_tmux.errors import Refusal, ReptyrError
 from reptyr_tmux.mux import Pane, launch_and_read_report
+from reptyr_tmux.status import SUMMARY_MS
 
 TITLE_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")  # screen expands %-escapes and ^E in titles
 
@@ -26,7 +27,7 @@ class ScreenSession:
         self.session = session or os.environ.get("STY")
         if not self.session:
             raise Refusal("not inside GNU screen: run this from a screen window, or name the session "
-                          "with --screen SESSION")
+                          "with --screen-session SESSION")
 
     def cmd(self, *args: str) -> None:
         result = subprocess.run([self.binary, "-S", self.session, "-X", *args], capture_output=True,
@@ -56,7 +57,8 @@ class ScreenSession:
         if proc.read_stat(pid).comm.lower().startswith("screen"):
             raise Refusal(f"process {pid} is GNU screen itself")
 
-    def message(self, text: str, target: str | None = None) -> None:
+    def message(self, text: str, target: str | None = None, duration_ms: int = SUMMARY_MS) -> None:
+        # screen shows it for its own msgwait; it has no per-message duration
         try:
             self.cmd("echo", TITLE_UNSAFE.sub(" ", text)[:200])
         except ReptyrError:

@@ -6,6 +6,7 @@ Choosing a number adopts that process into a new screen window; the list's windo
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -24,6 +25,10 @@ def _screen_window_ttys() -> set[proc.Tty]:
 
 
 def main(argv: list[str]) -> int:
+    argparse.ArgumentParser(
+        prog="reptyr-tmux screen-pick", description="The picker for GNU screen: run it in a screen window "
+        "(~/.screenrc: bind J screen -t adopt /path/to/reptyr-tmux screen-pick). It lists the processes "
+        "you may adopt; type a number and that one moves into a new screen window.").parse_args(argv)
     session = os.environ.get("STY")
     if not session:
         print("reptyr-tmux screen-pick: run this inside GNU screen (see the README's screenrc line)",
@@ -40,7 +45,7 @@ def main(argv: list[str]) -> int:
     if not answer.isdigit() or not 1 <= int(answer) <= len(found):
         return 0
     cand = found[int(answer) - 1]
-    argv = [sys.executable, "-m", "reptyr_tmux", "adopt", "--screen", session, "--start-time",
+    argv = [sys.executable, "-m", "reptyr_tmux", "adopt", "--screen-session", session, "--start-time",
             str(cand.starttime), *(["-s"] if cand.stdio else []), str(cand.pid)]
     result = subprocess.run(argv)
     if result.returncode != 0:

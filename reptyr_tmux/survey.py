@@ -71,7 +71,8 @@ def survey(pid: int, force_stdio: bool = False, stats: list[proc.Stat] | None = 
 
     `stats` (every process's stat, from proc.all_stats) spares a scan when asking about many."""
     if pid == 1:
-        raise Refusal("process 1 is init: it has no terminal to move and must never be stopped")
+        raise Refusal("process 1 is init: it has no terminal to move and must never be stopped",
+                      short="init")
     us, our_parent = command_and_parent()
     if pid in (us, os.getpid()):
         raise Refusal(f"process {pid} is this command itself")
@@ -82,7 +83,7 @@ def survey(pid: int, force_stdio: bool = False, stats: list[proc.Stat] | None = 
         stat = proc.read_stat(pid)
         status = proc.read_status(pid)
     except FileNotFoundError:
-        raise Refusal(f"no process {pid} exists; check the id with 'ps'") from None
+        raise Refusal(f"no process {pid} exists; check the id with 'ps'", short="gone") from None
     refuse_unmovable(stat, status)
     _refuse_other_pid_namespace(stat)
     stats = stats or proc.all_stats()
@@ -90,7 +91,7 @@ def survey(pid: int, force_stdio: bool = False, stats: list[proc.Stat] | None = 
     fds, old_ctty_fd, old_tty = _terminal_fds(pid, stat, force_stdio)
     if not fds:
         raise Refusal(f"process {describe(stat)} has no terminal open (its fds point elsewhere); "
-                      "use -s to attach its stdin, stdout and stderr anyway")
+                      "use -s to attach its stdin, stdout and stderr anyway", short="no terminal open")
     _refuse_other_foreground(stat, stats)
     missing = set(fds) - set(proc.open_fds(pid))
     present = [fd for fd in fds if fd not in missing]
@@ -108,25 +109,26 @@ def survey(pid: int, force_stdio: bool = False, stats: list[proc.Stat] | None = 
 def refuse_unmovable(stat: proc.Stat, status: dict[str, str]) -> None:
     who = describe(stat)
     if stat.flags & proc.PF_KTHREAD:
-        raise Refusal(f"process {who} is a kernel thread: it has no terminal and cannot be traced")
+        raise Refusal(f"process {who} is a kernel thread: it has no terminal and cannot be traced",
+                      short="kernel thread")
     if stat.state in ("Z", "X"):
         raise Refusal(f"process {who} has already exited (a zombie waiting for its parent); "
-                      "there is nothing left to move")
+                      "there is nothing left to move", short="exited")
     if stat.comm in OUR_OWN:
         raise Refusal(f"process {who} is reptyr-tmux's own pane process (it holds a pane for an adopted "
-                      "program); adopt that program instead")
+                      "program); adopt that program instead", short="reptyr-tmux's own")
     if status.get("Seccomp", "0") == "2":
         raise Refusal(f"process {who} runs under a seccomp filter, which may kill it for a syscall we "
-                      "would make it run; it cannot be moved safely")
+                      "would make it run; it cannot be moved safely", short="seccomp: unsafe")
     tracer = int(status.get("TracerPid", "0"))
     if tracer:
         raise Refusal(f"process {who} is already being traced by process {tracer} (a debugger or "
-                      "strace); detach that first")
+                      "strace); detach that first", short=f"traced by {tracer}")
     uids = [int(u) for u in status.get("Uid", "0 0 0 0").split()]
     me = os.geteuid()
     if me != 0 and me not in uids[:2]:
         raise Refusal(f"process {who} belongs to user id {uids[0]}, not to you (uid {me}); "
-                      "run this as that user or as root")
+                      "run this as that user or as root", short="another user's")
 
 
 def _refuse_other_pid_namespace(stat: proc.Stat) -> None:
@@ -148,18 +150,40 @@ def refuse_shared_group(stat: proc.Stat, stats: list[proc.Stat]) -> None:
     names = ", ".join(describe(s) for s in others[:5]) + (" ..." if len(others) > 5 else "")
     raise Refusal(f"process {describe(stat)} shares its process group with {names}; moving it alone "
                   "would split that job. Move the whole terminal session instead (adopt --mode session), "
-                  "or pick the job's top process once the others have finished")
+                  "or pick the job's top process once the others have finished", short="shares its job")
 
 
 def _refuse_other_foreground(stat: proc.Stat, stats: list[proc.Stat]) -> None:
     """A session leader (a shell) whose terminal's foreground is another job: giving up the terminal
     would hang that job up."""
-    if stat.sid != stat.pid or stat.tty_dev is None or stat.tpgid in (-1, 0, stat.pgid):
+    if not _fronted_by_another_group(stat):
         return
-    job = next((s for s in stats if s.pgid == stat.tpgid), None)
+    job = _living_member(stat.tpgid, stats)
+    if job is None:
+        # A job that has just ended: the shell reaps it before taking its terminal back, and a
+        # snapshot in between sees a foreground group with no one left in it. Look once more;
+        # a group still empty is the shell's own moment, not a job to hang up.
+        try:
+            stat = proc.read_stat(stat.pid)
+        except OSError:
+            return  # gone: the move itself will say so
+        if not _fronted_by_another_group(stat):
+            return
+        job = _living_member(stat.tpgid, proc.all_stats())
+        if job is None:
+            return
     raise Refusal(f"process {describe(stat)} leads its terminal's session while another job "
-                  f"({describe(job) if job else stat.tpgid}) runs in its foreground; moving it alone would "
-                  "hang that job up. Move the whole session instead (adopt --mode session)")
+                  f"({describe(job)}) runs in its foreground; moving it alone would "
+                  "hang that job up. Move the whole session instead (adopt --mode session)",
+                  short="a job runs in its foreground")
+
+
+def _fronted_by_another_group(stat: proc.Stat) -> bool:
+    return stat.sid == stat.pid and stat.tty_dev is not None and stat.tpgid not in (-1, 0, stat.pgid)
+
+
+def _living_member(pgid: int, stats: list[proc.Stat]) -> proc.Stat | None:
+    return next((s for s in stats if s.pgid == pgid and s.state not in "ZX"), None)
 
 
 def _terminal_fds(pid: int, stat: proc.Stat, force_stdio: bool
@@ -231,7 +255,7 @@ def choose_mode(pid: int, requested: str, force_stdio: bool, stats: list[proc.St
     try:
         stat = proc.read_stat(pid)
     except OSError:
-        raise Refusal(f"no process {pid} exists; check the id with 'ps'") from None
+        raise Refusal(f"no process {pid} exists; check the id with 'ps'", short="gone") from None
     stats = stats or proc.all_stats()
     if stat.tty_dev is None or force_stdio:
         return "attach", "it has no terminal of its own, so it moves by itself"

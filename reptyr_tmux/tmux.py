@@ -6,6 +6,7 @@ whole attach. libtmux serves the demo and the tests, where start-up time does no
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -14,7 +15,8 @@ import subprocess
 from reptyr_tmux import trust
 from reptyr_tmux.errors import Refusal, ReptyrError
 from reptyr_tmux.mux import Pane, launch_and_read_report
-from reptyr_tmux.text import printable, tmux_literal
+from reptyr_tmux.status import SUMMARY_MS
+from reptyr_tmux.text import printable, tmux_literal, tmux_message
 
 PANE_FORMAT = "#{pane_id}\t#{pane_pid}\t#{pane_tty}\t#{window_id}\t#{session_name}\t#{window_index}"
 PLACEMENTS = {"window": ["new-window"], "split-h": ["split-window", "-h"],
@@ -113,12 +115,16 @@ class Server:
             return int(inside[1])  # our own server: no need to ask it
         return int(self.cmd("display-message", "-p", "#{pid}").strip())
 
-    def message(self, text: str, target: str | None = None) -> None:
-        args = ["display-message"] + (["-t", target] if target else [])
+    def message(self, text: str, target: str | None = None, duration_ms: int = SUMMARY_MS) -> None:
+        """On the status line for `duration_ms` (tmux keeps it in its message log too: show-messages)."""
+        where = ["-t", target] if target else []
         try:
-            self.cmd(*args, tmux_literal(text, 300))
-        except TmuxError:
-            pass  # no client to show it to: the caller prints it as well
+            self.cmd("display-message", "-d", str(duration_ms), *where, tmux_message(text))
+        except TmuxError as e:
+            if "flag" not in str(e):
+                return  # no client to show it to: the caller prints it as well
+            with contextlib.suppress(TmuxError):
+                self.cmd("display-message", *where, tmux_message(text))  # tmux < 3.2 has no -d
 
     def option(self, name: str) -> str:
         return self.cmd("show-option", "-gqv", name).strip()

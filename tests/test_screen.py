@@ -45,7 +45,7 @@ def screen():
 
 
 def adopt(screen: Screen, pid: int, *extra: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([*CLI, "adopt", "--screen", screen.name, *extra, str(pid)],
+    result = subprocess.run([*CLI, "adopt", "--screen-session", screen.name, *extra, str(pid)],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     return result
