@@ -247,8 +247,8 @@ def _looks_like_a_nohup_job(stat: proc.Stat, scan: Scan) -> bool:
     """Left behind by a session that ended (its leader gone, itself re-parented to init or a
     subreaper), with its output going to a file (nohup.out, a log) or to a terminal that is gone.
     A daemon leads its own session; a live shell's job still has the shell's terminal."""
-    parent = scan.by_pid.get(stat.ppid)
-    if stat.sid in scan.by_pid or (parent is not None and parent.sid == stat.sid):
+    leader, parent = scan.by_pid.get(stat.sid), scan.by_pid.get(stat.ppid)
+    if (leader is not None and leader.state not in "ZX") or (parent is not None and parent.sid == stat.sid):
         return False
     target = proc.fd_target(stat.pid, 1)
     if target.startswith("/dev/pts/"):

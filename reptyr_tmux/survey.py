@@ -156,34 +156,40 @@ def refuse_shared_group(stat: proc.Stat, stats: list[proc.Stat]) -> None:
 def _refuse_other_foreground(stat: proc.Stat, stats: list[proc.Stat]) -> None:
     """A session leader (a shell) whose terminal's foreground is another job: giving up the terminal
     would hang that job up."""
-    if not _fronted_by_another_group(stat):
-        return
-    job = _living_member(stat.tpgid, stats)
-    if job is None:
-        # A job that has just ended: the shell reaps it before taking its terminal back, and a
-        # snapshot in between sees a foreground group with no one left in it. Look once more;
-        # a group still empty is the shell's own moment, not a job to hang up.
+    job = front_job(stat, stats)
+    if job is None and _fronted_by_another_group(stat):
+        # A job that has just ended: the shell reaps it before taking its terminal back, and a look
+        # in between sees a foreground group with no one left in it. Look once more; a group still
+        # empty is the shell's own moment, not a job to hang up.
         try:
             stat = proc.read_stat(stat.pid)
         except OSError:
             return  # gone: the move itself will say so
-        if not _fronted_by_another_group(stat):
-            return
-        job = _living_member(stat.tpgid, proc.all_stats())
-        if job is None:
-            return
+        job = front_job(stat, stats)
+    if job is None:
+        return
     raise Refusal(f"process {describe(stat)} leads its terminal's session while another job "
                   f"({describe(job)}) runs in its foreground; moving it alone would "
                   "hang that job up. Move the whole session instead (adopt --mode session)",
                   short="a job runs in its foreground")
 
 
+def front_job(stat: proc.Stat, stats: list[proc.Stat]) -> proc.Stat | None:
+    """A living member of the other job in the foreground of the terminal this session leader leads,
+    or None. A group that is not in `stats` may have started since: its leader is read afresh."""
+    if not _fronted_by_another_group(stat):
+        return None
+    job = next((s for s in stats if s.pgid == stat.tpgid and s.state not in "ZX"), None)
+    if job is None:
+        try:
+            job = proc.read_stat(stat.tpgid)
+        except OSError:
+            return None
+    return job if job.pgid == stat.tpgid and job.state not in "ZX" else None
+
+
 def _fronted_by_another_group(stat: proc.Stat) -> bool:
     return stat.sid == stat.pid and stat.tty_dev is not None and stat.tpgid not in (-1, 0, stat.pgid)
-
-
-def _living_member(pgid: int, stats: list[proc.Stat]) -> proc.Stat | None:
-    return next((s for s in stats if s.pgid == pgid and s.state not in "ZX"), None)
 
 
 def _terminal_fds(pid: int, stat: proc.Stat, force_stdio: bool
@@ -261,6 +267,8 @@ def choose_mode(pid: int, requested: str, force_stdio: bool, stats: list[proc.St
         return "attach", "it has no terminal of its own, so it moves by itself"
     company = [s for s in stats if s.pid != pid and (s.pgid == stat.pgid or s.ppid == pid
                                                      or (stat.sid == pid and s.sid == pid))]
+    job = front_job(stat, stats)  # a shell's job started since `stats` was read is company too
+    company += [job] if job and job.pid not in {s.pid for s in company} else []
     if company:
         return "session", (f"it has company ({', '.join(describe(s) for s in company[:3])}"
                            f"{' ...' if len(company) > 3 else ''}), so its whole session moves")

@@ -1,0 +1,194 @@
+"""The key binding and the menu as a person meets them: a real `tmux attach` client on a pty the test
+owns, keys typed into that pty. The user is one of the test's own (seat.py), so the menu lists exactly
+the processes the test started."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+
+import pytest
+from conftest import ECHO, wait_for
+from ptrace.binding import func as pt
+from seat import SYSTEM_PYTHON, a_seat
+
+from reptyr_tmux import proc
+from reptyr_tmux.picker import MENU_KEYS
+from reptyr_tmux.survey import survey
+
+
+@pytest.fixture
+def seat(spawn):
+    with a_seat(spawn) as s:
+        yield s
+
+
+def key_of(seat, pid: int) -> str:
+    usable = [int(line.split()[0]) for line in seat.listed() if "[" not in line]
+    return MENU_KEYS[usable.index(pid)]
+
+
+def row_of(lines: list[str], pid: int) -> str:
+    return next(line for line in lines if line.split()[0] == str(pid))
+
+
+def listed_with(seat, *pids: int) -> list[str]:
+    """--list once it shows all of pids: a shell's child is left out for its first second."""
+    return wait_for(lambda: (lines := seat.listed()) and all(any(line.split()[0] == str(p) for line in lines)
+                                                             for p in pids) and lines, what=f"{pids} listed")
+
+
+def test_menu_adoption_says_its_summary_on_the_status_line_only(seat):
+    name = "v%H#{pane_id}"  # strftime and format syntax: both must show as they are
+    victim = seat.on_pty([*ECHO, "--name", name])
+    client = seat.attach()
+    key = key_of(seat, victim.pid)
+    seat.open_menu()
+    client.write(key.encode())
+    summary = f"adopted {victim.pid} ({name}) from"
+    client.expect(summary)  # drawn on the client's status line
+    shown_at = time.monotonic()
+    client.expect("[main]")  # the status line back: the message has gone
+    shown_for = time.monotonic() - shown_at
+    assert 3.0 < shown_for < 8.0, f"the summary was shown for {shown_for:.1f} s"
+    assert summary in seat.messages()
+    assert seat.panes_in_mode() == []  # no view-mode over the new pane
+    assert len(seat.tmux("list-windows", "-t", "main").splitlines()) == 2
+    client.write(b"typed at once\r")  # the first keys reach the program, none swallowed
+    wait_for(lambda: "got: typed at once" in seat.tmux("capture-pane", "-p", "-t", "main:1"),
+             what="the program's answer in its new pane")
+
+
+def test_failed_menu_adoption_says_why_on_the_status_line_not_in_view_mode(seat):
+    victim = seat.on_pty(ECHO)
+    client = seat.attach()
+    key = key_of(seat, victim.pid)
+    seat.open_menu()
+    os.kill(victim.pid, signal.SIGKILL)  # gone between the menu and the key
+    os.waitpid(victim.pid, 0)
+    client.write(key.encode())
+    seen = client.expect(f"no process {victim.pid} exists")
+    assert "returned" not in seen
+    assert f"reptyr-tmux: no process {victim.pid} exists" in seat.messages()
+    time.sleep(0.5)  # a view-mode would be drawn by now
+    assert "returned" not in client.quiet_for(0.2).decode(errors="replace")
+    assert seat.panes_in_mode() == []
+    assert len(seat.tmux("list-windows", "-t", "main").splitlines()) == 1
+
+
+def test_adopt_status_line_prints_nothing_and_by_hand_prints_the_summary(seat):
+    seat.attach()
+    first, second = seat.on_pty(ECHO), seat.on_pty(ECHO)
+    quiet = seat.cli("adopt", "--status-line", "-L", seat.socket, "-t", "main", str(first.pid))
+    assert (quiet.returncode, quiet.stdout) == (0, "")
+    assert f"adopted {first.pid}" in seat.messages()
+    failed = seat.cli("adopt", "--status-line", "-L", seat.socket, "-t", "main", "99999999")
+    assert (failed.returncode, failed.stdout) == (0, "")
+    assert "99999999 is larger than any process id" in seat.messages()
+    by_hand = seat.cli("adopt", "-L", seat.socket, "-t", "main", str(second.pid))
+    assert by_hand.returncode == 0 and by_hand.stdout.startswith(f"adopted {second.pid} ")
+    refused = seat.cli("adopt", "-L", seat.socket, "-t", "main", "99999999")
+    assert refused.returncode == 2 and "larger than any process id" in refused.stderr
+
+
+# -- what the menu lists, and how ------------------------------------------------------------------
+
+DEAD_FOREGROUND = r"""
+import os, time
+r, w = os.pipe()
+child = os.fork()
+if child == 0:
+    os.setpgid(0, 0)
+    os.read(r, 1)
+    os._exit(0)
+os.setpgid(child, child)
+os.tcsetpgrp(0, child)  # the child's group in front, as a shell puts its job
+os.write(w, b"x")
+os.waitpid(child, 0)  # reaped, and the terminal not taken back: the moment a shell is in after a job
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_a_shell_between_jobs_is_not_greyed(seat):
+    """Its terminal's foreground group has no one left in it: that is the shell's own moment (a loop
+    between two commands), not a job that moving the shell would hang up."""
+    victim = seat.on_pty([sys.executable, "-c", DEAD_FOREGROUND])
+    stat = proc.read_stat(victim.pid)
+    assert stat.tpgid not in (stat.pgid, -1) and not any(s.pgid == stat.tpgid for s in proc.all_stats())
+    row = row_of(seat.listed(), victim.pid)
+    assert "[" not in row and row.split()[3] == "attach", row
+    survey(victim.pid)  # the move itself agrees: no refusal
+    seat.attach()
+    menu = seat.open_menu()
+    assert re.search(rf"{victim.pid} .*attach .*\(1\)", menu), menu
+
+
+def test_menu_rows_say_the_mode_show_the_script_and_whole_reasons(seat, spawn):
+    alone = seat.on_pty(ECHO)
+    shell = seat.on_pty(["bash", "--norc", "--noprofile", "-i"], ready="$ ")
+    shell.term.write(f"{SYSTEM_PYTHON} {ECHO[1]}\n".encode())
+    shell.term.expect("ready")
+    job = wait_for(lambda: next((s.pid for s in proc.all_stats() if s.ppid == shell.pid), None), what="job")
+    traced = seat.on_pty(ECHO)
+    pt.ptrace(0x4206, traced.pid, 0, 0)  # PTRACE_SEIZE: a debugger holds it
+    try:
+        lines = listed_with(seat, alone.pid, shell.pid, job, traced.pid)
+        assert row_of(lines, alone.pid).split()[3:] == ["attach", "echo.py"]  # not the python path
+        assert row_of(lines, shell.pid).split()[3] == "session"
+        assert row_of(lines, job).split()[3:5] == ["session", "echo.py"]
+        assert row_of(lines, traced.pid).endswith(f"[traced by {os.getpid()}]")
+        seat.attach()
+        menu = seat.open_menu()
+        assert re.search(rf"{alone.pid} .*attach  echo\.py ", menu)
+        assert f"— traced by {os.getpid()}" in menu  # whole, not cut mid-word
+    finally:
+        pt.ptrace(0x4207, traced.pid)  # PTRACE_INTERRUPT, then detach
+        os.waitpid(traced.pid, 0x40000000)
+        pt.ptrace_detach(traced.pid)
+
+
+def test_menu_leaves_out_a_loops_short_children_and_the_shell_of_a_tmux_client(seat):
+    loop = seat.on_pty(["bash", "--norc", "--noprofile", "-c", "echo ready; while :; do sleep 0.2; done"])
+    seated = seat.on_pty(["bash", "--norc", "--noprofile", "-i"], ready="$ ")
+    seated.term.write(f"tmux -L {seat.socket} attach -t main\n".encode())
+    wait_for(lambda: len(seat.tmux("list-clients").splitlines()) == 1, what="the second client")
+    for _ in range(10):
+        lines = seat.listed()
+        pids = [int(line.split()[0]) for line in lines]
+        assert loop.pid in pids and seated.pid not in pids, lines
+        assert not [line for line in lines if line.split()[4] == "sleep"], lines
+        assert "[" not in row_of(lines, loop.pid), lines  # never greyed between two of its sleeps
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="no ssh client installed (apt-get install "
+                    "openssh-client)")
+def test_menu_leaves_out_the_users_ssh_client(seat):
+    # A real ssh client, waiting for a server that never answers (its "connection" is a sleep).
+    client = seat.on_pty(["ssh", "-F", "/dev/null", "-o", "ProxyCommand=sleep 60", "-o", "BatchMode=yes",
+                          "nowhere"], ready="")
+    wait_for(lambda: proc.read_stat(client.pid).comm == "ssh", what="ssh to run")
+    time.sleep(0.2)
+    assert str(client.pid) not in [line.split()[0] for line in seat.listed()]
+
+
+def test_only_jobs_left_behind_count_as_nohup_jobs(seat, tmp_path):
+    shell = seat.on_pty(["bash", "--norc", "--noprofile", "-i"], ready="$ ")
+    out = seat.home
+    shell.term.write(f"nohup {SYSTEM_PYTHON} {ECHO[1]} --sleep >{out}/nohup.log 2>&1 & echo job=$!\n"
+                     f"setsid {SYSTEM_PYTHON} {ECHO[1]} --sleep >{out}/daemon.log 2>&1 & echo ok\n".encode())
+    job = int(re.search(r"job=(\d+)", shell.term.expect("ok\r\n")).group(1))
+    daemon = wait_for(lambda: next((s.pid for s in proc.all_stats() if s.sid == s.pid and s.pid != job
+                                    and os.stat(f"/proc/{s.pid}").st_uid == seat.uid
+                                    and s.comm.startswith("python")), None), what="the daemon")
+    assert row_of(listed_with(seat, job), job).split()[1] != "?"  # while its shell lives it has a terminal
+    os.kill(shell.pid, signal.SIGKILL)  # the ssh session ends; nohup's job stays, without a terminal
+    wait_for(lambda: proc.read_stat(job).tty_nr == 0, what="the job to lose its terminal")
+    pids = [int(line.split()[0]) for line in seat.listed()]
+    assert job in pids and daemon not in pids  # a daemon leads its own session and logs to a file too
