@@ -165,3 +165,73 @@ def test_new_pty_mode_prints_its_name_and_runs_the_command(tmp_path):
     here.close()
     assert out.read_text().startswith("/dev/pts/")
     assert os.WEXITSTATUS(status) == 0
+
+
+# -- the command line as a newcomer meets it ---------------------------------------------------------
+
+COMMANDS = ("adopt", "pick", "attach", "screen-pick", "plugin-init", "demo")
+
+
+def test_every_command_prints_its_help_and_the_top_help_lists_them_all():
+    outside = {k: v for k, v in os.environ.items() if k not in ("STY", "TMUX")}
+    top = run_cli("--help", env=outside)
+    assert top.returncode == 0 and top.stdout.startswith("usage: reptyr-tmux COMMAND")
+    for command in COMMANDS:
+        assert f"\n  {command} " in top.stdout, command
+        result = run_cli(command, "--help", env=outside)
+        assert (result.returncode, result.stderr) == (0, ""), (command, result.stderr)
+        assert result.stdout.startswith(f"usage: reptyr-tmux {command}"), (command, result.stdout)
+
+
+def test_attach_usage_line_names_the_command():
+    result = run_cli("attach", "-x", "1")
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: reptyr-tmux attach [-s] [-T] [-V] PID\n")
+
+
+def test_an_unknown_command_is_named():
+    result = run_cli("frobnicate")
+    assert result.returncode == 2
+    assert result.stderr.startswith("reptyr-tmux: unknown command 'frobnicate'\nusage: reptyr-tmux COMMAND")
+
+
+@pytest.mark.parametrize("flags", [[], ["-T"]])
+def test_attach_without_a_terminal_refuses_before_touching_the_target(spawn, flags):
+    victim = spawn.on_pty(ECHO)
+    before = snapshot(victim.pid)
+    result = run_cli("attach", *flags, str(victim.pid))  # stdin is /dev/null, as from a script
+    assert_refused(result, "stdin is not a terminal: run attach from the terminal you want the process on")
+    assert snapshot(victim.pid) == before
+    victim.term.write(b"still here\n")
+    victim.term.expect("got: still here")
+
+
+def test_demo_without_tmux_says_how_to_get_it(tmp_path):
+    result = run_cli("demo", "-L", f"never-{os.getpid()}", env=dict(os.environ, PATH=str(tmp_path)))
+    assert result.returncode == 1
+    assert result.stderr == "reptyr-tmux: tmux is not installed (apt-get install tmux)\n"
+
+
+def test_demo_says_how_to_stop_it_and_ctrl_c_ends_it_with_no_window_left(spawn):
+    socket = f"reptyr-demo-test-{os.getpid()}"
+    tmux = ["tmux", "-L", socket]
+    try:
+        result = run_cli("demo", "-L", socket)
+        assert result.returncode == 0, result.stderr
+        assert f"tmux -L {socket} kill-server" in result.stdout
+        windows = subprocess.run([*tmux, "list-windows", "-a"], capture_output=True, text=True).stdout
+        assert len(windows.splitlines()) == 1, windows  # the job's own window, nothing to land in
+        pid, master = pty.fork()
+        if pid == 0:
+            os.environ["TERM"] = "xterm"
+            os.execvp("tmux", [*tmux, "attach", "-t", "reptyr-demo"])
+        client = Terminal(master, "?")
+        spawn.terminals.append(client)
+        client.expect("you said: hello from tmux")
+        client.write(b"\x03")  # C-c: the job ends, its window closes, and so do the session and server
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status)
+        wait_for(lambda: subprocess.run([*tmux, "has-session"], capture_output=True).returncode != 0,
+                 what="the demo's server to end")
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)

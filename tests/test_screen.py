@@ -84,3 +84,13 @@ def test_screen_picker_adopts_the_chosen_process(spawn, screen, tmp_path):
     screen.x("stuff", "picked in screen\n", window="python")
     screen.wait_text("python", "got: picked in screen", tmp_path)
 
+
+
+def test_adopt_dash_dash_screen_pid_as_the_readme_writes_it(spawn, screen, tmp_path):
+    """Inside screen (STY set), `adopt --screen PID`: the pid is not taken for a session name."""
+    victim = spawn.on_pty(ECHO)
+    result = subprocess.run([*CLI, "adopt", "--screen", str(victim.pid)], capture_output=True, text=True,
+                            timeout=30, env=dict(os.environ, STY=screen.name))
+    assert result.returncode == 0, result.stderr
+    screen.x("stuff", "by sty\n", window="python")
+    screen.wait_text("python", "got: by sty", tmp_path)
