@@ -23,7 +23,7 @@ def recognisable(argv: list[str]) -> str:
     """The command line as a person knows it; argv[0] and a script lose their directories."""
     if not argv:
         return ""
-    program = os.path.basename(argv[0]) or argv[0]
+    program = _short(argv[0])
     family = next((f for f in FAMILIES if f[0].fullmatch(program)), None)
     if family is None:
         return " ".join([program, *argv[1:]])
@@ -37,4 +37,9 @@ def recognisable(argv: list[str]) -> str:
     i += 1 if i < len(rest) and rest[i] == "--" else 0
     if i >= len(rest) or rest[i] == "-":
         return " ".join([program, *rest])  # interactive, or reading its script from stdin
-    return " ".join([os.path.basename(rest[i]) or rest[i], *rest[i + 1:]])
+    return " ".join([_short(rest[i]), *rest[i + 1:]])
+
+
+def _short(path: str) -> str:
+    """A path's last part; a name with spaces is not a path (exec -a can set argv[0] to anything)."""
+    return path if " " in path else os.path.basename(path) or path

@@ -70,7 +70,7 @@ class Seat:
 
     def on_pty(self, argv: list[str], ready: str = "ready") -> Victim:
         """argv as this user, the session leader of a fresh pty (like a program sshd started)."""
-        argv = [SYSTEM_PYTHON if argv[0] == sys.executable else argv[0], *argv[1:]]
+        argv = [SYSTEM_PYTHON if arg == sys.executable else arg for arg in argv]
         pid, master = pty.fork()
         if pid == 0:
             self._become_user()

@@ -127,7 +127,12 @@ def test_help_and_version():
 def test_signal_to_us_while_attached_gives_the_target_back(spawn, step, signame):
     victim = spawn.on_pty(ECHO)
     before = snapshot(victim.pid)
-    result = run_cli("attach", str(victim.pid), env=dict(os.environ, REPTYR_TMUX_FAULT=f"{step}:{signame}"))
+    here, slave = spawn.new_terminal()  # attach relays to its stdin: it must be a terminal
+    try:
+        result = subprocess.run([*CLI, "attach", str(victim.pid)], capture_output=True, text=True, timeout=30,
+                                stdin=slave, env=dict(os.environ, REPTYR_TMUX_FAULT=f"{step}:{signame}"))
+    finally:
+        os.close(slave)
     signum = signal.Signals[signame]
     assert result.returncode == 128 + signum, result.stderr
     assert "left as it was" in result.stderr

@@ -10,6 +10,7 @@ import shutil
 import signal
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ECHO, wait_for
@@ -192,3 +193,58 @@ def test_only_jobs_left_behind_count_as_nohup_jobs(seat, tmp_path):
     wait_for(lambda: proc.read_stat(job).tty_nr == 0, what="the job to lose its terminal")
     pids = [int(line.split()[0]) for line in seat.listed()]
     assert job in pids and daemon not in pids  # a daemon leads its own session and logs to a file too
+
+
+# -- the key binding's options and crafted names, through the menu ------------------------------------
+
+def test_key_binding_menu_adopts_the_chosen_process(seat):
+    victim = seat.on_pty(ECHO)
+    client = seat.attach()
+    key = key_of(seat, victim.pid)
+    seat.open_menu()
+    client.write(key.encode())
+    wait_for(lambda: len(seat.tmux("list-windows", "-t", "main").splitlines()) == 2, what="the window")
+    client.write(b"picked\r")
+    wait_for(lambda: "got: picked" in seat.tmux("capture-pane", "-p", "-t", "main:1"), what="the answer")
+
+
+def test_crafted_names_show_up_safely_and_run_nothing(seat, tmp_path):
+    marker = seat.home / "pwned"
+    argv0 = f"x#{{pane_id}};kill-server #(touch {marker}) \x1b]0;evil\x07 \xff"
+    touched = Path("/tmp/x")  # the name has room for 15 characters only: watch that path's state
+    before = touched.stat().st_mtime_ns if touched.exists() else None
+    victim = seat.on_pty(["bash", "-c", 'exec -a "$0" "$@"', argv0, *ECHO, "--name", "#(touch /tmp/x)"])
+    mine = row_of(seat.listed(), victim.pid)
+    assert "\x1b" not in mine and "\x07" not in mine
+    client = seat.attach()
+    menu = seat.open_menu()
+    assert "x#{pane_id};kill-server #(touch" in menu  # shown literally, not expanded
+    client.write(b"\x1b")  # close the menu
+    adopted = seat.cli("adopt", "-L", seat.socket, "-t", "main", str(victim.pid))
+    assert adopted.returncode == 0, adopted.stderr
+    assert seat.tmux("display-message", "-p", "-t", "main:1", "#{window_name}").strip() == "#(touch /tmp/x)"
+    time.sleep(0.3)
+    assert not marker.exists()
+    assert (touched.stat().st_mtime_ns if touched.exists() else None) == before  # not created, not touched
+    assert seat.tmux("list-sessions")  # the server is alive: ';kill-server' ran nothing
+
+
+def test_plugin_options_reach_the_adoption(seat):
+    victim = seat.on_pty(ECHO)
+    old_tty = victim.stat().tty_dev
+    for option, value in (("@reptyr-placement", "split-h"), ("@reptyr-remain-on-exit", "on"),
+                          ("@reptyr-redraw", "off"), ("@reptyr-modes", "none")):
+        seat.tmux("set-option", "-g", option, value)
+    client = seat.attach()
+    key = key_of(seat, victim.pid)
+    seat.open_menu()
+    client.write(key.encode())
+    panes = lambda: seat.tmux("list-panes", "-t", "main:0", "-F", "#{pane_id} #{pane_tty}").splitlines()  # noqa: E731
+    wait_for(lambda: len(panes()) == 2 and victim.stat().tty_dev != old_tty, what="a split, not a window")
+    new = next(p.split()[0] for p in panes() if os.stat(p.split()[1]).st_rdev == victim.stat().tty_dev)
+    assert len(seat.tmux("list-windows", "-t", "main").splitlines()) == 1
+    wait_for(lambda: seat.tmux("show-options", "-p", "-t", new, "-v", "remain-on-exit").strip() == "on",
+             what="remain-on-exit on the new pane (set right after the move)")
+    os.kill(victim.pid, signal.SIGTERM)
+    wait_for(lambda: seat.tmux("display-message", "-p", "-t", new, "#{pane_dead}").strip() == "1",
+             what="the pane to stay, dead")

@@ -154,9 +154,13 @@ def test_killing_the_pane_process_hangs_the_program_up(spawn, tmux):
 @pytest.mark.parametrize("step", ["infect", "open-tty", "set-ctty", "dup-over-1"])
 def test_target_dying_while_held_is_reported_cleanly(spawn, step):
     victim = spawn.on_pty(ECHO)
-    result = subprocess.run([*CLI, "attach", str(victim.pid)], capture_output=True, text=True,
-                            stdin=subprocess.DEVNULL,
-                            env=dict(os.environ, REPTYR_TMUX_FAULT=f"{step}:kill={victim.pid}"))
+    here, slave = spawn.new_terminal()  # attach relays to its stdin: it must be a terminal
+    try:
+        fault = f"{step}:kill={victim.pid}"
+        result = subprocess.run([*CLI, "attach", str(victim.pid)], capture_output=True, text=True,
+                                stdin=slave, env=dict(os.environ, REPTYR_TMUX_FAULT=fault))
+    finally:
+        os.close(slave)
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "exited while we were working on it" in lines[0]

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from conftest import CLI, ECHO, VICTIMS, Terminal, Tmux, gone, wait_for
@@ -14,7 +13,6 @@ from realssh import attached_client
 
 from reptyr_tmux import proc
 from reptyr_tmux.holder import READY_COMMS
-from reptyr_tmux.picker import MENU_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -191,43 +189,6 @@ def attach_client(tmux: Tmux, spawn) -> Terminal:
     return client
 
 
-def test_key_binding_menu_adopts_the_chosen_process(spawn, tmux):
-    victim = spawn.on_pty(ECHO)
-    subprocess.run([str(ROOT / "reptyr.tmux"), "-L", tmux.socket], check=True)
-    client = attach_client(tmux, spawn)
-    usable = [int(line.split()[0]) for line in pick_list(tmux) if "[" not in line]
-    key = MENU_KEYS[usable.index(victim.pid)]
-    client.write(b"\x02A")  # prefix + A
-    client.expect("adopt which process?")
-    client.write(key.encode())
-    wait_for(lambda: len(tmux.windows()) == 2, what="the adoption window")
-    tmux("send-keys", "-t", "main:1", "picked", "Enter")
-    tmux.wait_screen("main:1", "got: picked")
-
-
-def test_crafted_names_show_up_safely_and_run_nothing(spawn, tmux, tmp_path):
-    marker = tmp_path / "pwned"
-    argv0 = f"x#{{pane_id}};kill-server #(touch {marker}) \x1b]0;evil\x07 \xff"
-    touched = Path("/tmp/x")  # the name has room for 15 characters only: watch that path's state
-    before = touched.stat().st_mtime_ns if touched.exists() else None
-    victim = spawn.on_pty(["bash", "-c", 'exec -a "$0" "$@"', argv0, *ECHO, "--name", "#(touch /tmp/x)"])
-    lines = pick_list(tmux)
-    mine = next(line for line in lines if line.split()[0] == str(victim.pid))
-    assert "\x1b" not in mine and "\x07" not in mine
-    subprocess.run([str(ROOT / "reptyr.tmux"), "-L", tmux.socket], check=True)
-    client = attach_client(tmux, spawn)
-    client.write(b"\x02A")
-    client.expect("adopt which process?")
-    client.expect("pane_id}")  # shown literally, not expanded
-    client.write(b"\x1b")  # close the menu
-    assert adopt(tmux, victim.pid).returncode == 0
-    assert tmux.pane("main:1", "#{window_name}") == "#(touch /tmp/x)"
-    time.sleep(0.3)
-    assert not marker.exists()
-    assert (touched.stat().st_mtime_ns if touched.exists() else None) == before  # not created, not touched
-    assert tmux("list-sessions")  # the server is alive: ';kill-server' ran nothing
-
-
 def test_popup_placement(spawn, tmux):
     victim = spawn.on_pty(ECHO)
     client = attach_client(tmux, spawn)
@@ -237,28 +198,6 @@ def test_popup_placement(spawn, tmux):
     client.write(b"in the popup\r")
     client.expect("got: in the popup")
     assert tmux.windows() == ["0"]
-
-
-def test_plugin_options_reach_the_adoption(spawn, tmux):
-    victim = spawn.on_pty(ECHO)
-    old_tty = victim.stat().tty_dev
-    for option, value in (("@reptyr-placement", "split-h"), ("@reptyr-remain-on-exit", "on"),
-                          ("@reptyr-redraw", "off"), ("@reptyr-modes", "none")):
-        tmux("set-option", "-g", option, value)
-    subprocess.run([str(ROOT / "reptyr.tmux"), "-L", tmux.socket], check=True)
-    client = attach_client(tmux, spawn)
-    usable = [int(line.split()[0]) for line in pick_list(tmux) if "[" not in line]
-    client.write(b"\x02A")
-    client.expect("adopt which process?")
-    client.write(MENU_KEYS[usable.index(victim.pid)].encode())
-    panes = lambda: tmux("list-panes", "-t", "main:0", "-F", "#{pane_id} #{pane_tty}").splitlines()  # noqa: E731
-    wait_for(lambda: len(panes()) == 2 and victim.stat().tty_dev != old_tty, what="a split, not a window")
-    new = next(p.split()[0] for p in panes() if os.stat(p.split()[1]).st_rdev == victim.stat().tty_dev)
-    assert tmux.windows() == ["0"]
-    wait_for(lambda: tmux("show-options", "-p", "-t", new, "-v", "remain-on-exit").strip() == "on",
-             what="remain-on-exit on the new pane (set right after the move)")
-    os.kill(victim.pid, signal.SIGTERM)
-    wait_for(lambda: tmux.pane(new, "#{pane_dead}") == "1", what="the pane to stay, dead")
 
 
 def test_readopt_in_attach_mode_moves_it_again_and_closes_the_old_pane(spawn, tmux):
