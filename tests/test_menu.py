@@ -8,14 +8,14 @@ import os
 import re
 import shutil
 import signal
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from conftest import ECHO, wait_for
 from ptrace.binding import func as pt
-from seat import SYSTEM_PYTHON, a_seat
+from realssh import SYSTEM_PYTHON
+from seat import a_seat
 
 from reptyr_tmux import proc
 from reptyr_tmux.picker import MENU_KEYS
@@ -23,8 +23,8 @@ from reptyr_tmux.survey import survey
 
 
 @pytest.fixture
-def seat(spawn):
-    with a_seat(spawn) as s:
+def seat(spawn, user_install):
+    with a_seat(spawn, user_install) as s:
         yield s
 
 
@@ -119,7 +119,7 @@ while True:
 def test_a_shell_between_jobs_is_not_greyed(seat):
     """Its terminal's foreground group has no one left in it: that is the shell's own moment (a loop
     between two commands), not a job that moving the shell would hang up."""
-    victim = seat.on_pty([sys.executable, "-c", DEAD_FOREGROUND])
+    victim = seat.on_pty([SYSTEM_PYTHON, "-c", DEAD_FOREGROUND])
     stat = proc.read_stat(victim.pid)
     assert stat.tpgid not in (stat.pgid, -1) and not any(s.pgid == stat.tpgid for s in proc.all_stats())
     row = row_of(seat.listed(), victim.pid)
@@ -133,7 +133,7 @@ def test_a_shell_between_jobs_is_not_greyed(seat):
 def test_menu_rows_say_the_mode_show_the_script_and_whole_reasons(seat, spawn):
     alone = seat.on_pty(ECHO)
     shell = seat.on_pty(["bash", "--norc", "--noprofile", "-i"], ready="$ ")
-    shell.term.write(f"{SYSTEM_PYTHON} {ECHO[1]}\n".encode())
+    shell.term.write(f"{' '.join(seat.echo)}\n".encode())
     shell.term.expect("ready")
     job = wait_for(lambda: next((s.pid for s in proc.all_stats() if s.ppid == shell.pid), None), what="job")
     traced = seat.on_pty(ECHO)
@@ -182,8 +182,9 @@ def test_menu_leaves_out_the_users_ssh_client(seat):
 def test_only_jobs_left_behind_count_as_nohup_jobs(seat, tmp_path):
     shell = seat.on_pty(["bash", "--norc", "--noprofile", "-i"], ready="$ ")
     out = seat.home
-    shell.term.write(f"nohup {SYSTEM_PYTHON} {ECHO[1]} --sleep >{out}/nohup.log 2>&1 & echo job=$!\n"
-                     f"setsid {SYSTEM_PYTHON} {ECHO[1]} --sleep >{out}/daemon.log 2>&1 & echo ok\n".encode())
+    echo = " ".join(seat.echo)
+    shell.term.write(f"nohup {echo} --sleep >{out}/nohup.log 2>&1 & echo job=$!\n"
+                     f"setsid {echo} --sleep >{out}/daemon.log 2>&1 & echo ok\n".encode())
     job = int(re.search(r"job=(\d+)", shell.term.expect("ok\r\n")).group(1))
     daemon = wait_for(lambda: next((s.pid for s in proc.all_stats() if s.sid == s.pid and s.pid != job
                                     and os.stat(f"/proc/{s.pid}").st_uid == seat.uid
