@@ -7,7 +7,7 @@ import subprocess
 import termios
 from pathlib import Path
 
-from conftest import Shell, wait_for
+from conftest import CLI, Shell, wait_for
 
 from reptyr_tmux import proc
 
@@ -24,10 +24,17 @@ def start_full_screen(shell: Shell, command: str) -> int:
 
 
 def pick(tmux, client, pid: int) -> None:
+    wait_for(lambda: str(pid) in [line.split()[0] for line in listed(tmux)], 5,
+             "the job in the menu (a shell's child is left out for its first second)")
     client.type(b"\x02A")  # prefix + A, typed into the client
     client.wait("adopt which process?")
     client.type(client.menu_key(pid).encode())
     wait_for(lambda: len(tmux.windows()) == 2, what="the adoption window")
+
+
+def listed(tmux) -> list[str]:
+    return subprocess.run([*CLI, "pick", "-L", tmux.socket, "--list"], capture_output=True, text=True,
+                          check=True).stdout.splitlines()
 
 
 def test_vim_from_a_shell_is_painted_at_once_and_the_shell_follows(tmux, shell, client):
