@@ -1,10 +1,10 @@
 """A person at a tmux client, for tests of the key binding and the menu: a user of their own.
 
 The menu lists the user's processes on every other terminal, so as root it would list every other
-test's victims too (several suites share this machine) and run out of rows. A fresh user (realssh's
+test's victims too (several suites share this machine) and run out of rows. A fresh user (users.py's
 new_user) has exactly the processes the test starts: its tmux server, the key binding made by
 plugin-init, a `tmux attach` client on a pty the test owns (keys are typed into that pty), victims on
-ptys of their own. realssh removes the user and everything of it afterwards.
+ptys of their own. users.py removes the user and everything of it afterwards.
 """
 
 from __future__ import annotations
@@ -15,17 +15,8 @@ import subprocess
 from collections.abc import Iterator
 
 from conftest import ECHO, Spawner, Terminal, Victim
-from realssh import (
-    SYSTEM_PYTHON,
-    User,
-    UserTmux,
-    as_user,
-    attached_client,
-    new_user,
-    spawn_on_pty,
-    user_env,
-    user_tmux,
-)
+from realssh import SYSTEM_PYTHON, UserTmux, attached_client, spawn_on_pty, user_tmux
+from users import User, as_user, new_user, user_env
 
 
 class Seat:
