@@ -19,7 +19,7 @@ from typing import NamedTuple
 from reptyr_tmux import proc
 from reptyr_tmux.errors import Refusal, RemoteError, ReptyrError, TargetGone
 from reptyr_tmux.remote import RemoteProcess, hold_other_threads, release_threads
-from reptyr_tmux.survey import Plan, check_tty_free, refuse_shared_group, survey
+from reptyr_tmux.survey import Plan, check_tty_free, refuse_shared_group, refuse_stranded_members, survey
 from reptyr_tmux.transaction import Transaction
 
 AT_FDCWD = -100
@@ -90,8 +90,8 @@ def _move(tx: Transaction, plan: Plan, tty_path: str, keep_sighup_ignored: bool 
     target = tx.step("infect", lambda: RemoteProcess.infect(pid), lambda t: t.cure(), always=True)
     tx.step("hold-threads", lambda: hold_other_threads(pid), release_threads, always=True)
     # Now that it cannot fork any more, look again: a child born since the survey would share the
-    # SIGHUP that giving up the old terminal sends to its group.
-    tx.step("recheck-group", lambda: refuse_shared_group(proc.read_stat(pid), proc.all_stats()))
+    # SIGHUP that giving up the old terminal sends to its group, or lose its terminal with the leader.
+    tx.step("recheck-group", lambda: _refuse_company(proc.read_stat(pid)))
     page = tx.step("map-scratch", target.map_page, target.unmap_page, always=True)
     own_sighup = tx.step("ignore-sighup", lambda: target.ignore_signal(signal.SIGHUP, page + SIGHUP_AT),
                          lambda old: target.restore_signal(signal.SIGHUP, old, page + SIGHUP_AT),
@@ -119,6 +119,12 @@ def _move(tx: Transaction, plan: Plan, tty_path: str, keep_sighup_ignored: bool 
     # if not, everything above is undone rather than leaving the program on a dead terminal.
     tx.step("check-new-tty", lambda: still_there(tty_path))
     return own_sighup
+
+
+def _refuse_company(stat: proc.Stat) -> None:
+    stats = proc.all_stats()
+    refuse_shared_group(stat, stats)
+    refuse_stranded_members(stat, stats)
 
 
 def still_there(tty_path: str) -> None:

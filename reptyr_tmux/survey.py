@@ -93,6 +93,7 @@ def survey(pid: int, force_stdio: bool = False, stats: list[proc.Stat] | None = 
         raise Refusal(f"process {describe(stat)} has no terminal open (its fds point elsewhere); "
                       "use -s to attach its stdin, stdout and stderr anyway", short="no terminal open")
     _refuse_other_foreground(stat, stats)
+    refuse_stranded_members(stat, stats)
     missing = set(fds) - set(proc.open_fds(pid))
     present = [fd for fd in fds if fd not in missing]
     orphaned = proc.is_orphaned_group(stat.pgid, stat.sid, stats)
@@ -151,6 +152,22 @@ def refuse_shared_group(stat: proc.Stat, stats: list[proc.Stat]) -> None:
     raise Refusal(f"process {describe(stat)} shares its process group with {names}; moving it alone "
                   "would split that job. Move the whole terminal session instead (adopt --mode session), "
                   "or pick the job's top process once the others have finished", short="shares its job")
+
+
+def refuse_stranded_members(stat: proc.Stat, stats: list[proc.Stat]) -> None:
+    """A session leader with other live processes on its terminal (a shell after `sleep 1000 &`): its
+    giving up the terminal (TIOCNOTTY) takes it from every one of them, for good (Linux gives it back to
+    none: `fg` cannot help), whether the move then succeeds or is undone."""
+    if stat.sid != stat.pid or stat.tty_dev is None:
+        return
+    others = [s for s in stats if s.sid == stat.sid and s.pid != stat.pid and s.tty_nr == stat.tty_nr
+              and s.state not in ("Z", "X")]
+    if not others:
+        return
+    names = ", ".join(describe(s) for s in others[:5]) + (" ..." if len(others) > 5 else "")
+    raise Refusal(f"process {describe(stat)} leads a terminal session that has other processes ({names}); "
+                  "moving it alone would take the terminal from its other processes. Use 'reptyr-tmux "
+                  "adopt' (session mode: --mode session) to move the whole session instead")
 
 
 def _refuse_other_foreground(stat: proc.Stat, stats: list[proc.Stat]) -> None:

@@ -1,0 +1,36 @@
+"""What real programs do around a move (issue 12): company in their session, fds that change, fd flags,
+a tool that is stopped or slow, two tools at once."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from conftest import wait_for
+from test_faults import snapshot
+
+from reptyr_tmux import proc
+from reptyr_tmux.attach import attach
+from reptyr_tmux.errors import Refusal
+
+
+def new_tty(spawn) -> tuple:
+    term, slave = spawn.new_terminal()
+    term.slave_path = os.ttyname(slave)
+    return term, slave
+
+
+def test_a_shell_with_a_background_job_is_refused_and_nobody_loses_the_terminal(spawn, shell):
+    shell.run("sleep 1000 &")
+    job = wait_for(lambda: next((s for s in proc.all_stats() if s.sid == shell.pid and s.comm == "sleep"),
+                                None), what="the background job")
+    shell_before, job_before = snapshot(shell.pid), snapshot(job.pid)
+    term, slave = new_tty(spawn)
+    try:
+        with pytest.raises(Refusal, match="take the terminal from its other processes.*adopt"):
+            attach(shell.pid, term.slave_path)
+    finally:
+        os.close(slave)
+    assert snapshot(shell.pid) == shell_before and snapshot(job.pid) == job_before
+    assert proc.read_stat(job.pid).tty_nr == proc.read_stat(shell.pid).tty_nr != 0
+    shell.run("jobs", "sleep 1000")  # still its job, on its terminal
