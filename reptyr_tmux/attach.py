@@ -19,7 +19,7 @@ from typing import NamedTuple
 from reptyr_tmux import proc
 from reptyr_tmux.errors import Refusal, RemoteError, ReptyrError, TargetGone
 from reptyr_tmux.remote import RemoteProcess, hold_other_threads, release_threads
-from reptyr_tmux.survey import Plan, check_tty_free, refuse_shared_group, refuse_stranded_members, survey
+from reptyr_tmux.survey import Plan, check_tty_free, look_again, survey
 from reptyr_tmux.transaction import Transaction
 
 AT_FDCWD = -100
@@ -60,7 +60,7 @@ def attach(pid: int, tty_path: str, force_stdio: bool = False, verbose: bool = F
     tx = Transaction(verbose)
     try:
         with tx:
-            own_sighup = _move(tx, plan, tty_path, keep_sighup_ignored=shell is not None)
+            own_sighup, moved_fds = _move(tx, plan, tty_path, keep_sighup_ignored=shell is not None)
     except ReptyrError as e:
         if tx.undo_errors and not isinstance(e, TargetGone):  # a dead target needs no undoing
             e.args = (f"{e.args[0]} (and could not undo: {'; '.join(tx.undo_errors)})",)
@@ -69,7 +69,7 @@ def attach(pid: int, tty_path: str, force_stdio: bool = False, verbose: bool = F
     _send(pid, signal.SIGWINCH)
     if stopped_job or plan.stat.state == "T":
         _send(pid, signal.SIGCONT)
-    return Attached(pid=pid, old_tty=proc.tty_name(plan.stat.tty_dev), new_tty=tty_path, fds=plan.fds,
+    return Attached(pid=pid, old_tty=proc.tty_name(plan.stat.tty_dev), new_tty=tty_path, fds=moved_fds,
                     new_session=not plan.session_leader, stopped_job=stopped_job, steps=tx.steps_done,
                     own_sighup=own_sighup if shell else None, old_shell=shell)
 
@@ -82,21 +82,23 @@ def _old_shell(plan: Plan, stats: list[proc.Stat]) -> int | None:
     return None
 
 
-def _move(tx: Transaction, plan: Plan, tty_path: str, keep_sighup_ignored: bool = False) -> bytes:
+def _move(tx: Transaction, plan: Plan, tty_path: str, keep_sighup_ignored: bool = False
+          ) -> tuple[bytes, list[int]]:
+    """The steps; returns the SIGHUP action it had and the fds that were moved."""
     pid = plan.pid
     tx.step("copy-termios", lambda: _copy_termios(plan, tty_path), restore_termios(tty_path))
     if plan.stop_first:
         tx.step("stop-job", lambda: _stop_job(pid), lambda _: _send(pid, signal.SIGCONT))
     target = tx.step("infect", lambda: RemoteProcess.infect(pid), lambda t: t.cure(), always=True)
     tx.step("hold-threads", lambda: hold_other_threads(pid), release_threads, always=True)
-    # Now that it cannot fork any more, look again: a child born since the survey would share the
-    # SIGHUP that giving up the old terminal sends to its group, or lose its terminal with the leader.
-    tx.step("recheck-group", lambda: _refuse_company(proc.read_stat(pid)))
+    # From here on it cannot fork, open, close or dup: what is moved is decided from what it has now.
+    plan = tx.step("look-again", lambda: look_again(plan))
     page = tx.step("map-scratch", target.map_page, target.unmap_page, always=True)
     own_sighup = tx.step("ignore-sighup", lambda: target.ignore_signal(signal.SIGHUP, page + SIGHUP_AT),
                          lambda old: target.restore_signal(signal.SIGHUP, old, page + SIGHUP_AT),
                          always=not keep_sighup_ignored)
-    new_fd = tx.step("open-tty", lambda: open_ours_in_target(target, page, tty_path, plan.open_flags),
+    open_flags = next(iter(plan.fd_flags.values()), 0) & os.O_NONBLOCK
+    new_fd = tx.step("open-tty", lambda: open_ours_in_target(target, page, tty_path, open_flags),
                      lambda fd: target.syscall("close", fd), always=True)
     saved = {fd: tx.step(f"save-fd-{fd}", lambda fd=fd: _park_fd(target, fd),
                          lambda copy: target.syscall("close", copy), always=True)
@@ -112,19 +114,13 @@ def _move(tx: Transaction, plan: Plan, tty_path: str, keep_sighup_ignored: bool 
     tx.step("set-ctty", lambda: target.syscall("ioctl", new_fd, TIOCSCTTY, 0),
             lambda _: _give_up_ctty(target, page, new_fd))
     for fd in plan.fds:
-        flags = os.O_CLOEXEC if plan.fd_cloexec.get(fd) else 0
+        flags = plan.fd_flags.get(fd, 0) & os.O_CLOEXEC
         tx.step(f"dup-over-{fd}", lambda fd=fd, flags=flags: target.syscall("dup3", new_fd, fd, flags),
                 lambda _, fd=fd, flags=flags: _put_back(target, saved, fd, flags))
     # Last: the new terminal must still be there (its tmux pane or server may have died meanwhile);
     # if not, everything above is undone rather than leaving the program on a dead terminal.
     tx.step("check-new-tty", lambda: still_there(tty_path))
-    return own_sighup
-
-
-def _refuse_company(stat: proc.Stat) -> None:
-    stats = proc.all_stats()
-    refuse_shared_group(stat, stats)
-    refuse_stranded_members(stat, stats)
+    return own_sighup, plan.fds
 
 
 def still_there(tty_path: str) -> None:

@@ -24,13 +24,13 @@ class Plan(NamedTuple):
     pid: int
     stat: proc.Stat
     fds: list[int]  # the target's fds to point at the new terminal
-    fd_cloexec: dict[int, bool]
+    fd_flags: dict[int, int]  # the open flags (O_*, O_CLOEXEC) of each of those it has open
     old_ctty_fd: int | None  # an fd of the target open on its controlling tty
     old_tty: proc.Tty | None  # that controlling tty (None: it has none, or none of its fds is on it)
     missing_fds: set[int]  # -s: stdio fds the target has closed
-    open_flags: int  # O_NONBLOCK if the program's terminal fd had it
     stop_first: bool  # send SIGTSTP so its shell gets the prompt back
     orphaned: bool
+    force_stdio: bool = False
 
     @property
     def session_leader(self) -> bool:
@@ -88,23 +88,43 @@ def survey(pid: int, force_stdio: bool = False, stats: list[proc.Stat] | None = 
     _refuse_other_pid_namespace(stat)
     stats = stats or proc.all_stats()
     refuse_shared_group(stat, stats)
-    fds, old_ctty_fd, old_tty = _terminal_fds(pid, stat, force_stdio)
-    if not fds:
-        raise Refusal(f"process {describe(stat)} has no terminal open (its fds point elsewhere); "
-                      "use -s to attach its stdin, stdout and stderr anyway", short="no terminal open")
+    fds = _fd_facts(pid, stat, force_stdio)
     _refuse_other_foreground(stat, stats)
     refuse_stranded_members(stat, stats)
-    missing = set(fds) - set(proc.open_fds(pid))
-    present = [fd for fd in fds if fd not in missing]
     orphaned = proc.is_orphaned_group(stat.pgid, stat.sid, stats)
     ignores_tstp = proc.has_signal(proc.signal_mask(status, "SigIgn"), signal.SIGTSTP)
     # A shell's job is stopped first so its shell takes the prompt back; an orphaned group would
     # ignore the stop (the kernel drops it), so it is not asked.
     stop_first = stat.tty_dev is not None and not orphaned and stat.state != "T" and not ignores_tstp
-    return Plan(pid=pid, stat=stat, fds=fds, old_ctty_fd=old_ctty_fd, old_tty=old_tty, missing_fds=missing,
-                fd_cloexec={fd: bool(_flags(pid, fd) & os.O_CLOEXEC) for fd in present},
-                open_flags=_flags(pid, present[0]) & os.O_NONBLOCK if present else 0, orphaned=orphaned,
-                stop_first=stop_first)
+    return Plan(pid=pid, stat=stat, **fds, orphaned=orphaned, stop_first=stop_first, force_stdio=force_stdio)
+
+
+def _fd_facts(pid: int, stat: proc.Stat, force_stdio: bool) -> dict:
+    """Plan's fields about fds, as they are now."""
+    fds, old_ctty_fd, old_tty = _terminal_fds(pid, stat, force_stdio)
+    if not fds:
+        raise Refusal(f"process {describe(stat)} has no terminal open (its fds point elsewhere); "
+                      "use -s to attach its stdin, stdout and stderr anyway", short="no terminal open")
+    missing = set(fds) - set(proc.open_fds(pid))
+    return {"fds": fds, "old_ctty_fd": old_ctty_fd, "old_tty": old_tty, "missing_fds": missing,
+            "fd_flags": {fd: _flags(pid, fd) for fd in fds if fd not in missing}}
+
+
+def look_again(plan: Plan) -> Plan:
+    """The survey once more, now that the target is held (it can no longer fork, open, close or dup):
+    what the move does is decided from these facts, which cannot change any more. Anything else that
+    changed meanwhile (its session, group or terminal) was done by someone else: refused."""
+    stat = proc.read_stat(plan.pid)
+    if (stat.sid, stat.pgid, stat.tty_nr) != (plan.stat.sid, plan.stat.pgid, plan.stat.tty_nr):
+        raise Refusal(f"process {describe(stat)} changed its session or terminal while we got ready "
+                      f"(now {proc.tty_name(stat.tty_dev)}, was {proc.tty_name(plan.stat.tty_dev)}); "
+                      "nothing was done: look at it again and retry")
+    stats = proc.all_stats()
+    # A child born since the survey would share the SIGHUP that giving up the old terminal sends to
+    # its group, or lose its terminal with the leader.
+    refuse_shared_group(stat, stats)
+    refuse_stranded_members(stat, stats)
+    return plan._replace(**_fd_facts(plan.pid, stat, plan.force_stdio))
 
 
 def refuse_unmovable(stat: proc.Stat, status: dict[str, str]) -> None:

@@ -12,10 +12,10 @@ from reptyr_tmux import proc
 from reptyr_tmux.attach import attach
 from reptyr_tmux.errors import InjectedFault
 
-LEADER_STEPS = ["copy-termios", "infect", "hold-threads", "recheck-group", "map-scratch",
+LEADER_STEPS = ["copy-termios", "infect", "hold-threads", "look-again", "map-scratch",
                 "ignore-sighup", "open-tty", "save-fd-0", "save-fd-1", "save-fd-2", "release-old-ctty",
                 "set-ctty", "dup-over-0", "dup-over-1", "dup-over-2", "check-new-tty"]
-JOB_STEPS = ["copy-termios", "stop-job", "infect", "hold-threads", "recheck-group", "map-scratch",
+JOB_STEPS = ["copy-termios", "stop-job", "infect", "hold-threads", "look-again", "map-scratch",
              "ignore-sighup", "open-tty", "save-fd-0", "save-fd-1", "save-fd-2", "fork-dummy",
              "dummy-own-group", "join-dummy-group", "setsid", "set-ctty", "dup-over-0", "dup-over-1",
              "dup-over-2", "check-new-tty"]

@@ -4,9 +4,10 @@ a tool that is stopped or slow, two tools at once."""
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
-from conftest import wait_for
+from conftest import VICTIMS, wait_for
 from test_faults import snapshot
 
 from reptyr_tmux import proc
@@ -34,3 +35,21 @@ def test_a_shell_with_a_background_job_is_refused_and_nobody_loses_the_terminal(
     assert snapshot(shell.pid) == shell_before and snapshot(job.pid) == job_before
     assert proc.read_stat(job.pid).tty_nr == proc.read_stat(shell.pid).tty_nr != 0
     shell.run("jobs", "sleep 1000")  # still its job, on its terminal
+
+
+FLIPPER = [sys.executable, str(VICTIMS / "fd_flipper.py")]
+MOVES = 20
+
+
+def test_an_fd_that_changes_between_survey_and_hold_is_decided_from_what_is_held(spawn, tmp_path):
+    """fd 3 flips between /dev/tty and a log file every ms: the fds are read again once it is held, so
+    the new terminal never lands over the log fd (a log line would show on the terminal)."""
+    victim = spawn.on_pty([*FLIPPER, str(tmp_path / "log")])
+    for _ in range(MOVES):
+        term, slave = new_tty(spawn)
+        try:
+            attach(victim.pid, term.slave_path)
+        finally:
+            os.close(slave)
+        assert b"LOG" not in term.quiet_for(0.02)
+    assert victim.alive()
