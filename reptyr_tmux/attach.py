@@ -9,7 +9,6 @@ its own (its ^C then no longer comes from the old terminal).
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
 import termios
@@ -17,20 +16,18 @@ import time
 from typing import NamedTuple
 
 from reptyr_tmux import proc
-from reptyr_tmux.errors import Refusal, RemoteError, ReptyrError, TargetGone
+from reptyr_tmux.errors import Refusal, ReptyrError, TargetGone
 from reptyr_tmux.remote import RemoteProcess, hold_other_threads, release_threads
 from reptyr_tmux.survey import Plan, check_tty_free, look_again, survey
+from reptyr_tmux.target_fds import kind_of, open_in_target, open_per_kind, other_view, park, same_file
 from reptyr_tmux.transaction import Transaction
 
-AT_FDCWD = -100
-F_DUPFD_CLOEXEC = 1030
 TIOCSCTTY, TIOCNOTTY, TIOCSPGRP = termios.TIOCSCTTY, termios.TIOCNOTTY, termios.TIOCSPGRP
 WNOHANG, WALL = 1, 0x40000000
 STOP_WAIT_S = 1.0
-SAVED_FD_BASE = 100  # park copies of the old fds out of the way of the program's own
 
 # Layout of the scratch page lent by the target.
-PATH_AT, SIGHUP_AT, SIGCONT_AT, PGRP_AT = 0, 1024, 1280, 1536
+SIGHUP_AT, SIGCONT_AT, PGRP_AT = 1024, 1280, 1536  # (target_fds uses 0 and 3072 on)
 
 
 class Attached(NamedTuple):
@@ -97,10 +94,10 @@ def _move(tx: Transaction, plan: Plan, tty_path: str, keep_sighup_ignored: bool 
     own_sighup = tx.step("ignore-sighup", lambda: target.ignore_signal(signal.SIGHUP, page + SIGHUP_AT),
                          lambda old: target.restore_signal(signal.SIGHUP, old, page + SIGHUP_AT),
                          always=not keep_sighup_ignored)
-    open_flags = next(iter(plan.fd_flags.values()), 0) & os.O_NONBLOCK
-    new_fd = tx.step("open-tty", lambda: open_ours_in_target(target, page, tty_path, open_flags),
-                     lambda fd: target.syscall("close", fd), always=True)
-    saved = {fd: tx.step(f"save-fd-{fd}", lambda fd=fd: _park_fd(target, fd),
+    fd_flags = {fd: plan.fd_flags.get(fd, os.O_RDWR) for fd in plan.fds}  # (-s: a closed fd gets O_RDWR)
+    new_fds = open_per_kind(tx, target, page, tty_path, fd_flags, readable=True)
+    new_fd = new_fds[os.O_RDWR]
+    saved = {fd: tx.step(f"save-fd-{fd}", lambda fd=fd: park(target, fd),
                          lambda copy: target.syscall("close", copy), always=True)
              for fd in plan.fds if fd not in plan.missing_fds}
     if plan.session_leader and plan.has_ctty:
@@ -114,8 +111,8 @@ def _move(tx: Transaction, plan: Plan, tty_path: str, keep_sighup_ignored: bool 
     tx.step("set-ctty", lambda: target.syscall("ioctl", new_fd, TIOCSCTTY, 0),
             lambda _: _give_up_ctty(target, page, new_fd))
     for fd in plan.fds:
-        flags = plan.fd_flags.get(fd, 0) & os.O_CLOEXEC
-        tx.step(f"dup-over-{fd}", lambda fd=fd, flags=flags: target.syscall("dup3", new_fd, fd, flags),
+        flags, new = fd_flags[fd] & os.O_CLOEXEC, new_fds[kind_of(fd_flags[fd])]
+        tx.step(f"dup-over-{fd}", lambda fd=fd, flags=flags, new=new: target.syscall("dup3", new, fd, flags),
                 lambda _, fd=fd, flags=flags: _put_back(target, saved, fd, flags))
     # Last: the new terminal must still be there (its tmux pane or server may have died meanwhile);
     # if not, everything above is undone rather than leaving the program on a dead terminal.
@@ -253,57 +250,11 @@ def _stop_job(pid: int) -> bool:
     return False
 
 
-def open_in_target(target: RemoteProcess, page: int | None, path: str, flags: int = 0) -> int:
-    """Open `path` in the target on a high fd number, clear of every fd the program uses."""
-    if page is None:
-        with target.scratch() as temporary:
-            return open_in_target(target, temporary, path, flags)
-    target.write(page + PATH_AT, os.fsencode(path) + b"\0")
-    low = target.syscall("openat", AT_FDCWD, page + PATH_AT, os.O_RDWR | os.O_NOCTTY | flags, 0)
-    try:
-        return target.syscall("fcntl", low, F_DUPFD_CLOEXEC, SAVED_FD_BASE)
-    finally:
-        target.syscall("close", low)
-
-
-def open_ours_in_target(target: RemoteProcess, page: int, tty_path: str, flags: int) -> int:
-    """Open our terminal in the target, then prove the new fd is that very terminal: the target
-    resolves the path in its own root and mount namespace, where /dev/pts may be another devpts."""
-    try:
-        fd = open_in_target(target, page, tty_path, flags)
-    except RemoteError as e:
-        if e.errno in (errno.ENOENT, errno.ENOTDIR) and os.path.exists(tty_path):
-            raise Refusal(_other_view(target.pid, tty_path)) from None
-        raise
-    if not _same_file(f"/proc/{target.pid}/fd/{fd}", tty_path):
-        target.syscall("close", fd)
-        raise Refusal(_other_view(target.pid, tty_path))
-    return fd
-
-
 def _refuse_other_view(pid: int, tty_path: str) -> None:
     """Before touching it: does the target's view of the path (its root, its mounts) lead to our
     terminal? (open_ours_in_target proves it again on the fd, race-free.)"""
-    if not _same_file(f"/proc/{pid}/root{tty_path}", tty_path):
-        raise Refusal(_other_view(pid, tty_path))
-
-
-def _other_view(pid: int, tty_path: str) -> str:
-    return (f"process {pid} sees another /dev/pts (a container or chroot): {tty_path} there is not the "
-            "new terminal, so it was left as it was; run reptyr-tmux, and tmux, inside its container or "
-            "chroot")
-
-
-def _same_file(path: str, other: str) -> bool:
-    try:
-        a, b = os.stat(path), os.stat(other)
-    except OSError:
-        return False
-    return (a.st_dev, a.st_ino, a.st_rdev) == (b.st_dev, b.st_ino, b.st_rdev)
-
-
-def _park_fd(target: RemoteProcess, fd: int) -> int:
-    return target.syscall("fcntl", fd, F_DUPFD_CLOEXEC, SAVED_FD_BASE)
+    if not same_file(f"/proc/{pid}/root{tty_path}", tty_path):
+        raise Refusal(other_view(pid, tty_path))
 
 
 def _send(pid: int, signum: int) -> None:

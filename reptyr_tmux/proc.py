@@ -91,6 +91,27 @@ def fd_flags(pid: int, fd: int) -> int:
     return 0
 
 
+def console_devices() -> set[int]:
+    """The terminals /dev/console writes to now (/sys/class/tty/console/active; tty0 is the current
+    virtual terminal): a process whose controlling terminal is one of them has the console as its own."""
+    devices = set()
+    for name in _sys_tty("console", "active").split():
+        if name == "tty0":
+            name = _sys_tty("tty0", "active").strip() or name
+        major, _, minor = _sys_tty(name, "dev").strip().partition(":")
+        if major.isdigit() and minor.isdigit():
+            devices.add(os.makedev(int(major), int(minor)))
+    return devices
+
+
+def _sys_tty(name: str, field: str) -> str:
+    try:
+        with open(f"/sys/class/tty/{os.path.basename(name)}/{field}") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 def pts_index(dev: int) -> int | None:
     """N of /dev/pts/N for a Unix98 pty slave device number, else None."""
     major, minor = os.major(dev), os.minor(dev)

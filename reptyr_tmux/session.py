@@ -37,25 +37,17 @@ import time
 from typing import NamedTuple
 
 from reptyr_tmux import proc
-from reptyr_tmux.attach import (
-    F_DUPFD_CLOEXEC,
-    SAVED_FD_BASE,
-    copy_termios,
-    open_in_target,
-    open_ours_in_target,
-    restore_termios,
-    still_there,
-)
+from reptyr_tmux.attach import copy_termios, restore_termios, still_there
 from reptyr_tmux.errors import Refusal, ReptyrError, TargetGone
 from reptyr_tmux.remote import RemoteProcess, hold_other_threads, release_threads
 from reptyr_tmux.survey import describe, refuse_unmovable
+from reptyr_tmux.target_fds import kind_of, open_in_target, open_per_kind, park
 from reptyr_tmux.transaction import Transaction
 
 TIOCSCTTY, TIOCNOTTY, TIOCSPGRP = termios.TIOCSCTTY, termios.TIOCNOTTY, termios.TIOCSPGRP
-REOPEN_FLAGS = os.O_ACCMODE | os.O_NONBLOCK | os.O_APPEND  # what each fd keeps of its open flags
 HANGUP_SIGNALS = (signal.SIGHUP, signal.SIGCONT)  # what TIOCNOTTY sends the terminal's foreground
 # Layout of each member's scratch page.
-PATH_AT, PGRP_AT, SIGACTION_AT = 0, 1024, 2048
+PGRP_AT, SIGACTION_AT = 1024, 2048  # (target_fds uses 0 and 3072 on)
 REPAINT_WAIT_S = 0.5
 
 
@@ -198,9 +190,10 @@ def _move(tx: Transaction, plan: SessionPlan, tty_path: str, note: str) -> Moved
     tx.step("copy-termios", lambda: copy_termios(_any_fd_path(plan), tty_path), restore_termios(tty_path))
     held = _hold_everyone(tx, plan)
     leader = held[leader_pid]
-    new_fds = {pid: _open_new_terminal(tx, member, tty_path, pid == leader_pid)
+    new_fds = {pid: open_per_kind(tx, member.target, member.page, tty_path, member.fds,
+                                  readable=pid == leader_pid)
                for pid, member in held.items()}
-    parked = {pid: {fd: tx.step("save-fd", lambda m=member, fd=fd: _park(m.target, fd),
+    parked = {pid: {fd: tx.step("save-fd", lambda m=member, fd=fd: park(m.target, fd),
                                 lambda copy, m=member: m.target.syscall("close", copy), always=True)
                     for fd in member.fds}
               for pid, member in held.items()}
@@ -224,7 +217,7 @@ def _move(tx: Transaction, plan: SessionPlan, tty_path: str, note: str) -> Moved
         for fd, flags in member.fds.items():
             cloexec = os.O_CLOEXEC if flags & os.O_CLOEXEC else 0
             tx.step("dup-over", lambda m=member, fd=fd, flags=flags, c=cloexec: m.target.syscall(
-                "dup3", new_fds[m.stat.pid][flags & REOPEN_FLAGS], fd, c))
+                "dup3", new_fds[m.stat.pid][kind_of(flags)], fd, c))
     if note and parked[leader_pid]:
         tx.step("tell-old-terminal", lambda: _tell(leader_pid, next(iter(parked[leader_pid].values())), note))
     running = [m for m in held.values() if m.stat.pid != leader_pid]
@@ -271,25 +264,11 @@ def _gone(member: proc.Stat) -> bool:
     return stat.state in ("Z", "X") or stat.starttime != member.starttime
 
 
-def _open_new_terminal(tx: Transaction, member: Held, tty_path: str, is_leader: bool) -> dict[int, int]:
-    """The new terminal opened in `member` once per kind of fd it has there (the leader also gets a
-    read-write one to take as its controlling terminal); flags -> fd."""
-    kinds = {flags & REOPEN_FLAGS for flags in member.fds.values()} | ({os.O_RDWR} if is_leader else set())
-    return {kind: tx.step("open-tty", lambda kind=kind: open_ours_in_target(member.target, member.page,
-                                                                               tty_path, kind),
-                          lambda fd: member.target.syscall("close", fd), always=True)
-            for kind in sorted(kinds)}
-
-
-def _park(target: RemoteProcess, fd: int) -> int:
-    return target.syscall("fcntl", fd, F_DUPFD_CLOEXEC, SAVED_FD_BASE)
-
-
 def _leader_old_fd(tx: Transaction, leader: Held) -> int:
     """An fd of the leader on its controlling terminal, for TIOCNOTTY (and TIOCSCTTY to undo it)."""
     if leader.fds:
         return next(iter(leader.fds))
-    return tx.step("open-dev-tty", lambda: open_in_target(leader.target, leader.page + PATH_AT, "/dev/tty"),
+    return tx.step("open-dev-tty", lambda: open_in_target(leader.target, leader.page, "/dev/tty"),
                    lambda fd: leader.target.syscall("close", fd), always=True)
 
 

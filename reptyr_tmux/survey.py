@@ -14,7 +14,6 @@ from reptyr_tmux.errors import Refusal
 from reptyr_tmux.front_end import command_and_parent
 
 MAX_PID_FILE = "/proc/sys/kernel/pid_max"
-GLOBAL_TTYS = (proc.DEV_TTY, proc.DEV_CONSOLE)  # the same device in every instance: always moved
 OUR_OWN = frozenset({"reptyr-holder", "memfd:reptyr-tm", "reptyr-relay"})  # holder, its waiter, relay
 
 
@@ -166,12 +165,11 @@ def _refuse_other_pid_namespace(stat: proc.Stat) -> None:
 
 def refuse_shared_group(stat: proc.Stat, stats: list[proc.Stat]) -> None:
     others = [s for s in proc.group_members(stat.pgid, stats) if s.pid != stat.pid]
-    if not others:
-        return
-    names = ", ".join(describe(s) for s in others[:5]) + (" ..." if len(others) > 5 else "")
-    raise Refusal(f"process {describe(stat)} shares its process group with {names}; moving it alone "
-                  "would split that job. Move the whole terminal session instead (adopt --mode session), "
-                  "or pick the job's top process once the others have finished", short="shares its job")
+    if others:
+        raise Refusal(f"process {describe(stat)} shares its process group with {_names(others)}; moving "
+                      "it alone would split that job. Move the whole terminal session instead (adopt --mode "
+                      "session), or pick the job's top process once the others have finished",
+                      short="shares its job")
 
 
 def refuse_stranded_members(stat: proc.Stat, stats: list[proc.Stat]) -> None:
@@ -182,12 +180,15 @@ def refuse_stranded_members(stat: proc.Stat, stats: list[proc.Stat]) -> None:
         return
     others = [s for s in stats if s.sid == stat.sid and s.pid != stat.pid and s.tty_nr == stat.tty_nr
               and s.state not in ("Z", "X")]
-    if not others:
-        return
-    names = ", ".join(describe(s) for s in others[:5]) + (" ..." if len(others) > 5 else "")
-    raise Refusal(f"process {describe(stat)} leads a terminal session that has other processes ({names}); "
-                  "moving it alone would take the terminal from its other processes. Use 'reptyr-tmux "
-                  "adopt' (session mode: --mode session) to move the whole session instead")
+    if others:
+        raise Refusal(f"process {describe(stat)} leads a terminal session that has other processes "
+                      f"({_names(others)}); moving it alone would take the terminal from its other "
+                      "processes. Use 'reptyr-tmux adopt' (session mode: --mode session) to move the whole "
+                      "session instead")
+
+
+def _names(stats: list[proc.Stat]) -> str:
+    return ", ".join(describe(s) for s in stats[:5]) + (" ..." if len(stats) > 5 else "")
 
 
 def _refuse_other_foreground(stat: proc.Stat, stats: list[proc.Stat]) -> None:
@@ -236,7 +237,12 @@ def _terminal_fds(pid: int, stat: proc.Stat, force_stdio: bool
     /proc names the controlling terminal by device number only, which repeats in every devpts
     instance: fds on a namesake from another instance (a container's pts) must never be moved, and
     when its fds disagree there is no telling which one is its terminal."""
-    found = proc.fds_on(pid, {d for d in (stat.tty_dev, *GLOBAL_TTYS) if d is not None})
+    # /dev/tty is the controlling terminal itself; /dev/console is it only when the console is (else
+    # a write-only console fd, a log, would become a pty).
+    wanted = {stat.tty_dev, proc.DEV_TTY}
+    if stat.tty_dev is not None and stat.tty_dev in proc.console_devices() | {proc.DEV_CONSOLE}:
+        wanted.add(proc.DEV_CONSOLE)
+    found = proc.fds_on(pid, {d for d in wanted if d is not None})
     on_ctty = {fd: tty for fd, tty in found.items() if tty.rdev == stat.tty_dev}
     fds = sorted(found)
     instances = set(on_ctty.values())

@@ -53,3 +53,38 @@ def test_an_fd_that_changes_between_survey_and_hold_is_decided_from_what_is_held
             os.close(slave)
         assert b"LOG" not in term.quiet_for(0.02)
     assert victim.alive()
+
+
+FD_FLAGS = [sys.executable, str(VICTIMS / "fd_flags.py")]
+
+
+def flags_of(pid: int, fd: int) -> int:
+    return proc.fd_flags(pid, fd) & (os.O_ACCMODE | os.O_NONBLOCK | os.O_APPEND | os.O_ASYNC)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.access("/dev/console", os.W_OK), reason="needs root")
+def test_each_fd_keeps_its_access_mode_flags_and_owner(spawn):
+    victim = spawn.on_pty([*FD_FLAGS, "--console"])
+    before = {fd: flags_of(victim.pid, fd) for fd in (0, 3, 4)}
+    console = proc.fd_target(victim.pid, 4)
+    term, slave = new_tty(spawn)
+    try:
+        attach(victim.pid, term.slave_path)
+    finally:
+        os.close(slave)
+    assert {fd: flags_of(victim.pid, fd) for fd in (0, 3, 4)} == before
+    assert proc.fd_target(victim.pid, 3) == term.slave_path  # moved, still non-blocking
+    assert proc.fd_target(victim.pid, 4) == console  # the console is not its terminal: left alone
+    term.write(b"typed\n")
+    term.expect("sigio got: typed")  # SIGIO still comes to it, for input on the new terminal
+
+
+def test_a_session_members_write_only_fd_stays_write_only(spawn, shell):
+    from test_session import move
+
+    shell.run(f"exec 7>/dev/tty 8</dev/tty; {sys.executable} -c 'import time; time.sleep(1000)' &")
+    before = {fd: flags_of(shell.pid, fd) for fd in (7, 8)}
+    term, _ = move(spawn, shell, shell.pid)
+    assert {fd: flags_of(shell.pid, fd) for fd in (7, 8)} == before == {7: os.O_WRONLY, 8: os.O_RDONLY}
+    term.write(b"echo hi >&7\n")
+    term.expect("hi")
