@@ -9,9 +9,9 @@ The algorithm, one step a line (`_move`):
   survey    every member traceable by us, in our namespaces? Refused before anything is touched.
   hold      seize and stop every thread of every member; look again until no new member appears.
   prepare   termios copied; in each member the new terminal opened as each old fd was (access mode,
-            O_NONBLOCK, O_APPEND) and proven to be the very terminal we meant; the old fds parked;
-            the old terminal's foreground made the leader's own group, so the hangup that comes next
-            reaches only the leader's group.
+            O_NONBLOCK, O_APPEND, O_ASYNC and its owner: target_fds.py) and proven to be the very
+            terminal we meant; the old fds parked; the old terminal's foreground made the leader's
+            own group, so the hangup that comes next reaches only the leader's group.
   switch    in the leader: TIOCNOTTY the old terminal, TIOCSCTTY the new one. Point of no return:
             Linux clears the controlling terminal of every member on TIOCNOTTY and gives it back to
             none of them, so from here the move rolls forward and reports what did not happen.
