@@ -3,7 +3,10 @@
 Each step is done, then its undo is pushed. Leaving the `with` block by an exception runs the undos of
 every completed step, newest first; leaving it normally runs only the cleanups (undos marked `always`).
 While the block runs, SIGINT/SIGTERM/SIGHUP to *us* are held and checked between steps, so a user's ^C
-aborts at a step boundary and the target is given back, instead of leaving it half-moved.
+aborts at a step boundary and the target is given back, instead of leaving it half-moved. Job-control
+stops (^Z, SIGTTOU...) are held until the block ends: stopped there, we would keep the target stopped
+with us. For the same reason nothing is written while the block runs: -V's lines wait in memory and
+are written once it is over (a stderr nobody reads, or a terminal on ^S, would block us holding it).
 
 The test-only fault hook: REPTYR_TMUX_FAULT=<step name> makes that step fail right after it is done;
 REPTYR_TMUX_FAULT=<step name>:SIGTERM sends us that signal there instead, <step name>:kill=PID
@@ -29,7 +32,8 @@ from reptyr_tmux.errors import InjectedFault, Interrupted
 from reptyr_tmux.front_end import command_and_parent
 
 T = TypeVar("T")
-HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}  # abort the transaction
+JOB_STOPS = {signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}  # wait until it is over
 FAULT_ENV = "REPTYR_TMUX_FAULT"
 
 
@@ -44,9 +48,12 @@ class Transaction:
         self._t0 = time.monotonic()
         self.forward_errors: list[str] = []
         self._forward = False
+        self._held_lines: list[str] | None = None  # -V's lines while the block runs
+
 
     def __enter__(self) -> Transaction:
-        self._old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+        self._old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS | JOB_STOPS)
+        self._held_lines = []
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -61,6 +68,7 @@ class Transaction:
                 self._take_pending_signal()  # already answered by the rollback
             # A signal that comes during the cleanups is delivered as usual on unblocking.
             signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask or set())
+            self._write_held_lines()
         if interrupted:
             raise Interrupted(interrupted)
 
@@ -125,9 +133,25 @@ class Transaction:
             raise Interrupted(signum)
 
     def log(self, message: str) -> None:
-        if self.verbose:
-            ms = (time.monotonic() - self._t0) * 1000
-            print(f"[{ms:7.1f} ms] {message}", file=sys.stderr)
+        if not self.verbose:
+            return
+        line = f"[{(time.monotonic() - self._t0) * 1000:7.1f} ms] {message}"
+        if self._held_lines is not None:
+            self._held_lines.append(line)
+        else:
+            self._write([line])
+
+    def _write_held_lines(self) -> None:
+        lines, self._held_lines = self._held_lines or [], None
+        self._write(lines)
+
+    @staticmethod
+    def _write(lines: list[str]) -> None:
+        if lines:
+            try:
+                print("\n".join(lines), file=sys.stderr, flush=True)
+            except OSError:
+                pass  # nobody to tell: the move itself is done or undone either way
 
     def _unwind(self, failed: bool) -> None:
         while self._undos:

@@ -3,11 +3,15 @@ a tool that is stopped or slow, two tools at once."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pty
+import signal
+import subprocess
 import sys
 
 import pytest
-from conftest import VICTIMS, wait_for
+from conftest import CLI, ECHO, VICTIMS, Terminal, wait_for
 from test_faults import snapshot
 
 from reptyr_tmux import proc
@@ -88,3 +92,59 @@ def test_a_session_members_write_only_fd_stays_write_only(spawn, shell):
     assert {fd: flags_of(shell.pid, fd) for fd in (7, 8)} == before == {7: os.O_WRONLY, 8: os.O_RDONLY}
     term.write(b"echo hi >&7\n")
     term.expect("hi")
+
+
+def moved_and_let_go(pid: int, tty_path: str) -> bool:
+    return (proc.fd_target(pid, 0) == tty_path and proc.read_status(pid)["TracerPid"] == "0"
+            and proc.read_stat(pid).state in "SR")
+
+
+def test_verbose_output_nobody_reads_never_keeps_the_target_stopped(spawn):
+    """-V with a stderr that is full (a pipe nobody reads): the move is done and the target let go; the
+    lines come out once someone reads."""
+    victim = spawn.on_pty(ECHO)
+    readable, writable = os.pipe()
+    os.set_blocking(writable, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(writable, b"x" * 4096)
+    os.set_blocking(writable, True)
+    tool, here = pty.fork()
+    if tool == 0:
+        os.dup2(writable, 2)
+        os.execvp(CLI[0], [*CLI, "attach", "-V", str(victim.pid)])
+    os.close(writable)
+    old_tty = proc.fd_target(victim.pid, 0)
+    term = Terminal(here, "?")
+    spawn.terminals.append(term)
+    try:
+        relay_tty = wait_for(lambda: (t := proc.fd_target(victim.pid, 0)) != old_tty and t, 10, "the move")
+        wait_for(lambda: moved_and_let_go(victim.pid, relay_tty), 10, "the target to be let go")
+        drained = b""
+        while b"check-new-tty" not in drained:
+            drained += os.read(readable, 65536)
+        term.expect("winch")
+    finally:
+        os.kill(tool, signal.SIGKILL)
+        os.waitpid(tool, 0)
+        os.close(readable)
+
+
+def test_a_stop_sent_to_the_tool_while_it_holds_the_target_waits_until_it_let_go(spawn):
+    """^Z (SIGTSTP) reaching the engine right after infect: it finishes first, then stops."""
+    victim = spawn.on_pty(ECHO)
+    term, slave = new_tty(spawn)
+    code = ("import sys; from reptyr_tmux.attach import attach; "
+            f"attach({victim.pid}, {term.slave_path!r}); print('done', flush=True)")
+    env = dict(os.environ, REPTYR_TMUX_FAULT="infect:SIGTSTP")
+    tool = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE)
+    try:
+        wait_for(lambda: proc.read_stat(tool.pid).state == "T", 10, "the tool to stop")
+        assert moved_and_let_go(victim.pid, term.slave_path)
+        os.kill(tool.pid, signal.SIGCONT)
+        assert tool.stdout.readline() == b"done\n"
+    finally:
+        os.close(slave)
+        tool.kill()
+        tool.wait()
+        tool.stdout.close()
