@@ -146,7 +146,7 @@ def _attach_here(pid_text: str, stdio: bool, verbose: bool) -> int:
     master, slave = os.openpty()
     try:
         copy_window_size(0, slave)
-        tty = os.ttyname(slave)
+        tty, ours = os.ttyname(slave), os.fstat(slave).st_rdev
         # Apart from us: a kill -9 of this command must not leave the target half-moved; and if we die
         # before it is done, the move is undone (the relay, we, would be gone).
         done = run_apart(lambda: attach(pid, tty, force_stdio=stdio, verbose=verbose,
@@ -157,8 +157,34 @@ def _attach_here(pid_text: str, stdio: bool, verbose: bool) -> int:
     finally:
         os.close(slave)  # from here the target alone holds the slave: EIO on the master means it is gone
     guard = ShellHangupGuard(pid, done.own_sighup, done.old_shell) if done.old_shell else None
+    started = _starttime(pid)
     relay(master, guard=guard)
-    return 0
+    return _taken_from_us(pid, started, ours)
+
+
+def _starttime(pid: int) -> int | None:
+    from reptyr_tmux import proc
+
+    try:
+        return proc.read_stat(pid).starttime
+    except OSError:
+        return None
+
+
+def _taken_from_us(pid: int, started: int | None, ours: int) -> int:
+    """The relay ended: the program exited (0), or it lives on another terminal now — something,
+    most likely another reptyr-tmux, took it from us (say so, 1)."""
+    from reptyr_tmux import proc
+
+    try:
+        stat = proc.read_stat(pid)
+    except OSError:
+        return 0
+    if stat.starttime != started or stat.state in ("Z", "X") or stat.tty_dev == ours:
+        return 0
+    print(f"reptyr-tmux: process {pid} was taken to {proc.tty_name(stat.tty_dev)} by someone else (another "
+          "reptyr-tmux?); this relay has nothing left to show and ends", file=sys.stderr)
+    return 1
 
 
 def _refuse_without_a_terminal() -> None:

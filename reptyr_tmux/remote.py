@@ -31,6 +31,7 @@ from contextlib import contextmanager, suppress
 from reptyr_tmux import proc
 from reptyr_tmux.arch import Arch, arch_of_elf
 from reptyr_tmux.errors import Refusal, RemoteError, ReptyrError, TargetGone
+from reptyr_tmux.survey import moved_by_another_of_us
 
 
 def _give_python_ptrace_our_libc() -> None:
@@ -385,6 +386,8 @@ def _detach_quietly(pid: int) -> None:
 
 
 def _seize_error(pid: int, errno_value: int | None) -> Refusal:
+    if errno_value == 1 and (busy := moved_by_another_of_us(pid)):  # EPERM: in another reptyr-tmux's hands
+        return busy
     if errno_value == 1:  # EPERM
         hint = ""
         try:
@@ -400,3 +403,4 @@ def _seize_error(pid: int, errno_value: int | None) -> Refusal:
     if errno_value == 3:
         return Refusal(f"process {pid} exited before we could attach to it")
     return Refusal(f"could not attach to process {pid}: {os.strerror(errno_value or 0)}")
+

@@ -40,7 +40,7 @@ from reptyr_tmux import proc
 from reptyr_tmux.attach import copy_termios, restore_termios, still_there
 from reptyr_tmux.errors import Refusal, ReptyrError, TargetGone
 from reptyr_tmux.remote import RemoteProcess, hold_other_threads, release_threads
-from reptyr_tmux.survey import describe, refuse_unmovable
+from reptyr_tmux.survey import describe, refuse_moved_meanwhile, refuse_unmovable
 from reptyr_tmux.target_fds import kind_of, open_in_target, open_per_kind, park
 from reptyr_tmux.transaction import Transaction
 
@@ -240,10 +240,14 @@ def _hold_everyone(tx: Transaction, plan: SessionPlan) -> dict[int, Held]:
         fresh = [s for s in members_of(plan.leader.sid, proc.all_stats()) if s.pid not in targets]
     if plan.leader.pid not in targets:
         raise TargetGone(f"the session's leader {describe(plan.leader)} exited; nothing was moved")
+    surveyed = {s.pid: s for s in plan.members}
     held = {}
     for pid, target in targets.items():  # facts read now cannot change any more: everyone is frozen
+        stat = proc.read_stat(pid)
+        if pid in surveyed:
+            refuse_moved_meanwhile(surveyed[pid], stat)
         page = tx.step("map-scratch", target.map_page, target.unmap_page, always=True)
-        held[pid] = Held(target, proc.read_stat(pid), page, _fds_on(pid, plan.old_terminal))
+        held[pid] = Held(target, stat, page, _fds_on(pid, plan.old_terminal))
     return held
 
 

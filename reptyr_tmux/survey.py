@@ -5,6 +5,7 @@ Every refusal here happens before the target is touched and says what to do inst
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from typing import NamedTuple
@@ -83,9 +84,22 @@ def survey(pid: int, force_stdio: bool = False, stats: list[proc.Stat] | None = 
         status = proc.read_status(pid)
     except FileNotFoundError:
         raise Refusal(f"no process {pid} exists; check the id with 'ps'", short="gone") from None
+    try:
+        return _survey(stat, status, force_stdio, stats or proc.all_stats())
+    except Refusal:
+        # Facts read while another reptyr-tmux moves it are half old, half new: say what is going on.
+        busy = moved_by_another_of_us(pid)
+        if busy:
+            raise busy from None
+        with contextlib.suppress(OSError):
+            refuse_moved_meanwhile(stat, proc.read_stat(pid))
+        raise
+
+
+def _survey(stat: proc.Stat, status: dict[str, str], force_stdio: bool, stats: list[proc.Stat]) -> Plan:
+    pid = stat.pid
     refuse_unmovable(stat, status)
     _refuse_other_pid_namespace(stat)
-    stats = stats or proc.all_stats()
     refuse_shared_group(stat, stats)
     fds = _fd_facts(pid, stat, force_stdio)
     _refuse_other_foreground(stat, stats)
@@ -109,15 +123,22 @@ def _fd_facts(pid: int, stat: proc.Stat, force_stdio: bool) -> dict:
             "fd_flags": {fd: _flags(pid, fd) for fd in fds if fd not in missing}}
 
 
+def refuse_moved_meanwhile(surveyed: proc.Stat, held: proc.Stat) -> None:
+    """A process held by us cannot change its session, group or terminal: if they differ from the survey's,
+    someone moved it between the two looks — another reptyr-tmux, unless the program did it itself."""
+    if (held.sid, held.pgid, held.tty_nr) == (surveyed.sid, surveyed.pgid, surveyed.tty_nr):
+        return
+    raise Refusal(f"process {describe(held)} was moved to {proc.tty_name(held.tty_dev)} (from "
+                  f"{proc.tty_name(surveyed.tty_dev)}) while this command got ready, most likely by another "
+                  "reptyr-tmux; this one did nothing")
+
+
 def look_again(plan: Plan) -> Plan:
     """The survey once more, now that the target is held (it can no longer fork, open, close or dup):
     what the move does is decided from these facts, which cannot change any more. Anything else that
     changed meanwhile (its session, group or terminal) was done by someone else: refused."""
     stat = proc.read_stat(plan.pid)
-    if (stat.sid, stat.pgid, stat.tty_nr) != (plan.stat.sid, plan.stat.pgid, plan.stat.tty_nr):
-        raise Refusal(f"process {describe(stat)} changed its session or terminal while we got ready "
-                      f"(now {proc.tty_name(stat.tty_dev)}, was {proc.tty_name(plan.stat.tty_dev)}); "
-                      "nothing was done: look at it again and retry")
+    refuse_moved_meanwhile(plan.stat, stat)
     stats = proc.all_stats()
     # A child born since the survey would share the SIGHUP that giving up the old terminal sends to
     # its group, or lose its terminal with the leader.
@@ -140,7 +161,7 @@ def refuse_unmovable(stat: proc.Stat, status: dict[str, str]) -> None:
     if status.get("Seccomp", "0") == "2":
         raise Refusal(f"process {who} runs under a seccomp filter, which may kill it for a syscall we "
                       "would make it run; it cannot be moved safely", short="seccomp: unsafe")
-    tracer = int(status.get("TracerPid", "0"))
+    tracer = _tracer_not_us(stat.pid, int(status.get("TracerPid", "0")))
     if tracer:
         raise Refusal(f"process {who} is already being traced by process {tracer} (a debugger or "
                       "strace); detach that first", short=f"traced by {tracer}")
@@ -149,6 +170,43 @@ def refuse_unmovable(stat: proc.Stat, status: dict[str, str]) -> None:
     if me != 0 and me not in uids[:2]:
         raise Refusal(f"process {who} belongs to user id {uids[0]}, not to you (uid {me}); "
                       "run this as that user or as root", short="another user's")
+
+
+def moved_by_another_of_us(pid: int, tracer: int | None = None) -> Refusal | None:
+    """The refusal to give when `pid` is traced by another reptyr-tmux (its engine holds it now), else
+    None. Only we or root can trace a process of ours, so the tracer's command line is not a stranger's
+    word."""
+    try:
+        tracer = tracer or int(proc.read_status(pid).get("TracerPid", "0"))
+    except (OSError, ValueError):
+        return None
+    if not tracer or proc.uid_of(tracer) not in (os.geteuid(), 0) or not _is_us(proc.cmdline(tracer)):
+        return None
+    return Refusal(f"another reptyr-tmux (process {tracer}) is moving process {pid} right now; this one did "
+                   "nothing. Wait for it to finish, then look where the program went")
+
+
+def _tracer_not_us(pid: int, tracer: int) -> int:
+    """The tracer of `pid` if it is not another reptyr-tmux (refused as such), 0 if none. Looked at
+    twice: a tracer that lets go while we read its command line (another reptyr-tmux finishing) is
+    none; what it did is seen once we hold the target (look_again)."""
+    for _ in range(2):
+        if not tracer:
+            return 0
+        busy = moved_by_another_of_us(pid, tracer)
+        if busy:
+            raise busy
+        try:
+            tracer, before = int(proc.read_status(pid).get("TracerPid", "0")), tracer
+        except OSError:
+            return 0
+        if tracer == before and proc.cmdline(tracer):
+            return tracer
+    return tracer
+
+
+def _is_us(argv: list[str]) -> bool:
+    return any(os.path.basename(word) == "reptyr-tmux" or word == "reptyr_tmux" for word in argv[:3])
 
 
 def _refuse_other_pid_namespace(stat: proc.Stat) -> None:

@@ -148,3 +148,55 @@ def test_a_stop_sent_to_the_tool_while_it_holds_the_target_waits_until_it_let_go
         tool.kill()
         tool.wait()
         tool.stdout.close()
+
+
+ROUNDS = 6
+
+
+def first_to_exit(pids) -> tuple[int, int] | None:
+    for pid in pids:
+        waited, status = os.waitpid(pid, os.WNOHANG)
+        if waited:
+            return pid, status
+    return None
+
+
+def test_two_tools_at_once_one_moves_it_and_the_other_says_so(spawn):
+    from test_cli import cli_on_a_terminal
+
+    for _ in range(ROUNDS):
+        victim = spawn.on_pty(ECHO)
+        tools = dict(cli_on_a_terminal("attach", str(victim.pid)) for _ in range(2))
+        spawn.terminals.extend(tools.values())
+        try:
+            loser, status = wait_for(lambda tools=tools: first_to_exit(tools), 20, "one tool to give up")
+            said = tools[loser].quiet_for(0.2).decode()
+            assert os.WIFEXITED(status) and os.WEXITSTATUS(status) != 0, said
+            assert "another reptyr-tmux" in said, said
+            print(said.strip())
+            winner = next(pid for pid in tools if pid != loser)
+            tools[winner].expect("winch")
+            tools[winner].write(b"whose?\n")
+            tools[winner].expect("got: whose?")  # the program is the winner's, and works there
+        finally:
+            for pid in tools:
+                with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+
+
+def test_a_relay_whose_program_is_taken_elsewhere_says_so_and_fails(spawn):
+    from test_cli import cli_on_a_terminal
+
+    victim = spawn.on_pty(ECHO)
+    tool, here = cli_on_a_terminal("attach", str(victim.pid))
+    spawn.terminals.append(here)
+    here.expect("winch")
+    term, slave = new_tty(spawn)
+    try:
+        attach(victim.pid, term.slave_path)  # a later move, to another terminal
+    finally:
+        os.close(slave)
+    _, status = os.waitpid(tool, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1
+    here.expect("was taken to pts/")
