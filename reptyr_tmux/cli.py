@@ -180,8 +180,8 @@ def _taken_from_us(pid: int, started: int | None, ours: int) -> int:
         stat = proc.read_stat(pid)
     except OSError:
         return 0
-    if stat.starttime != started or stat.state in ("Z", "X") or stat.tty_dev == ours:
-        return 0
+    if stat.starttime != started or stat.state in ("Z", "X") or stat.tty_dev in (ours, None):
+        return 0  # (a session leader that is exiting has already let go of its terminal)
     print(f"reptyr-tmux: process {pid} was taken to {proc.tty_name(stat.tty_dev)} by someone else (another "
           "reptyr-tmux?); this relay has nothing left to show and ends", file=sys.stderr)
     return 1

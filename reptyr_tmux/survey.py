@@ -11,7 +11,7 @@ import signal
 from typing import NamedTuple
 
 from reptyr_tmux import proc
-from reptyr_tmux.errors import Refusal
+from reptyr_tmux.errors import Refusal, TargetGone
 from reptyr_tmux.front_end import command_and_parent
 
 MAX_PID_FILE = "/proc/sys/kernel/pid_max"
@@ -91,7 +91,7 @@ def survey(pid: int, force_stdio: bool = False, stats: list[proc.Stat] | None = 
         busy = moved_by_another_of_us(pid)
         if busy:
             raise busy from None
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, TargetGone):  # (a zombie is refused as such)
             refuse_moved_meanwhile(stat, proc.read_stat(pid))
         raise
 
@@ -126,6 +126,8 @@ def _fd_facts(pid: int, stat: proc.Stat, force_stdio: bool) -> dict:
 def refuse_moved_meanwhile(surveyed: proc.Stat, held: proc.Stat) -> None:
     """A process held by us cannot change its session, group or terminal: if they differ from the survey's,
     someone moved it between the two looks — another reptyr-tmux, unless the program did it itself."""
+    if held.state not in ("t", "T"):  # dying: only SIGKILL wakes a held process, and it lets go of its tty
+        raise TargetGone(f"process {held.pid} exited while we were working on it")
     if (held.sid, held.pgid, held.tty_nr) == (surveyed.sid, surveyed.pgid, surveyed.tty_nr):
         return
     raise Refusal(f"process {describe(held)} was moved to {proc.tty_name(held.tty_dev)} (from "

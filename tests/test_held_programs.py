@@ -134,7 +134,8 @@ def test_a_stop_sent_to_the_tool_while_it_holds_the_target_waits_until_it_let_go
     """^Z (SIGTSTP) reaching the engine right after infect: it finishes first, then stops."""
     victim = spawn.on_pty(ECHO)
     term, slave = new_tty(spawn)
-    code = ("import sys; from reptyr_tmux.attach import attach; "
+    code = ("import signal; from reptyr_tmux.attach import attach; "
+            "signal.signal(signal.SIGTSTP, signal.SIG_DFL); "  # (whatever the test runner had)
             f"attach({victim.pid}, {term.slave_path!r}); print('done', flush=True)")
     env = dict(os.environ, REPTYR_TMUX_FAULT="infect:SIGTSTP")
     tool = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE)
