@@ -201,3 +201,22 @@ def test_a_relay_whose_program_is_taken_elsewhere_says_so_and_fails(spawn):
     _, status = os.waitpid(tool, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1
     here.expect("was taken to pts/")
+
+
+@pytest.fixture(scope="session")
+def masked_wait(tmp_path_factory) -> str:
+    from conftest import build_c
+
+    return build_c(tmp_path_factory, "masked_wait.c")
+
+
+@pytest.mark.xfail(strict=True, reason="README, Limits: a temporary signal mask is lost (issue 12 item 5)")
+def test_a_signal_held_off_by_ppolls_own_mask_waits_for_the_call_to_end(spawn, masked_wait):
+    victim = spawn.on_pty([masked_wait, "ppoll", "2"])
+    os.kill(victim.pid, signal.SIGUSR1)  # pending: ppoll's mask holds it off until the 2 s are over
+    term, slave = new_tty(spawn)
+    try:
+        attach(victim.pid, term.slave_path)
+    finally:
+        os.close(slave)
+    assert "ppoll returned 0 (ok)" in term.expect("SIGUSR1 handled", timeout=5)
