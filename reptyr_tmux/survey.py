@@ -132,7 +132,7 @@ def refuse_moved_meanwhile(surveyed: proc.Stat, held: proc.Stat) -> None:
         return
     raise Refusal(f"process {describe(held)} was moved to {proc.tty_name(held.tty_dev)} (from "
                   f"{proc.tty_name(surveyed.tty_dev)}) while this command got ready, most likely by another "
-                  "reptyr-tmux; this one did nothing")
+                  "reptyr-tmux; this one did nothing", short="moved meanwhile")
 
 
 def look_again(plan: Plan) -> Plan:
@@ -185,7 +185,7 @@ def moved_by_another_of_us(pid: int, tracer: int | None = None) -> Refusal | Non
     if not tracer or proc.uid_of(tracer) not in (os.geteuid(), 0) or not _is_us(proc.cmdline(tracer)):
         return None
     return Refusal(f"another reptyr-tmux (process {tracer}) is moving process {pid} right now; this one did "
-                   "nothing. Wait for it to finish, then look where the program went")
+                   "nothing. Wait for it to finish, then look where the program went", short="being moved")
 
 
 def _tracer_not_us(pid: int, tracer: int) -> int:
@@ -244,7 +244,7 @@ def refuse_stranded_members(stat: proc.Stat, stats: list[proc.Stat]) -> None:
         raise Refusal(f"process {describe(stat)} leads a terminal session that has other processes "
                       f"({_names(others)}); moving it alone would take the terminal from its other "
                       "processes. Use 'reptyr-tmux adopt' (session mode: --mode session) to move the whole "
-                      "session instead")
+                      "session instead", short="has jobs: adopt it")
 
 
 def _names(stats: list[proc.Stat]) -> str:
