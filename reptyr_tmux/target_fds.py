@@ -16,13 +16,13 @@ import os
 import struct
 from typing import NamedTuple
 
-from reptyr_tmux.errors import Refusal, RemoteError
+from reptyr_tmux.errors import Refusal, RemoteError, ReptyrError
 from reptyr_tmux.remote import RemoteProcess
 
 AT_FDCWD = -100
 F_DUPFD_CLOEXEC = 1030
 F_SETFL, F_SETSIG, F_GETSIG, F_SETOWN_EX, F_GETOWN_EX = 4, 10, 11, 15, 16
-SAVED_FD_BASE = 100  # park copies of the old fds out of the way of the program's own
+SAVED_FD_BASE = 100  # park copies of the old fds out of the way of the program's own (limit allowing)
 REOPEN_FLAGS = os.O_ACCMODE | os.O_NONBLOCK | os.O_APPEND | os.O_ASYNC  # what each fd keeps of its flags
 # Where in the caller's scratch page: the path to open, and the f_owner_ex we read and write (the
 # callers keep their own data below 3072).
@@ -89,7 +89,12 @@ def open_in_target(target: RemoteProcess, page: int | None, path: str, flags: in
         with target.scratch() as temporary:
             return open_in_target(target, temporary, path, flags)
     target.write(page + PATH_AT, os.fsencode(path) + b"\0")
-    low = target.syscall("openat", AT_FDCWD, page + PATH_AT, os.O_NOCTTY | flags, 0)
+    try:
+        low = target.syscall("openat", AT_FDCWD, page + PATH_AT, os.O_NOCTTY | flags, 0)
+    except RemoteError as e:
+        if e.errno == errno.EMFILE:
+            raise _no_fd_left(target.pid, open_files_limit(target.pid)) from None
+        raise
     try:
         return park(target, low)
     finally:
@@ -112,8 +117,34 @@ def open_ours_in_target(target: RemoteProcess, page: int, tty_path: str, flags: 
 
 
 def park(target: RemoteProcess, fd: int) -> int:
-    """A close-on-exec copy of `fd` on a high number, out of the program's way."""
-    return target.syscall("fcntl", fd, F_DUPFD_CLOEXEC, SAVED_FD_BASE)
+    """A close-on-exec copy of `fd` on a high number, out of the program's way (below its fd limit)."""
+    limit = open_files_limit(target.pid)
+    base = SAVED_FD_BASE if limit is None or limit >= 2 * SAVED_FD_BASE else max(3, limit // 2)
+    try:
+        return target.syscall("fcntl", fd, F_DUPFD_CLOEXEC, base)
+    except RemoteError as e:
+        if e.errno in (errno.EMFILE, errno.EINVAL):
+            raise _no_fd_left(target.pid, limit) from None
+        raise
+
+
+def _no_fd_left(pid: int, limit: int | None) -> ReptyrError:
+    return ReptyrError(f"process {pid} has no free file descriptor left for the move (its limit, ulimit -n, "
+                       f"is {limit}); nothing was changed. Raise it (prlimit --nofile=1024 --pid {pid}) and "
+                       "try again")
+
+
+def open_files_limit(pid: int) -> int | None:
+    """The soft RLIMIT_NOFILE of `pid` (ulimit -n), from /proc/PID/limits."""
+    try:
+        with open(f"/proc/{pid}/limits") as f:
+            for line in f:
+                if line.startswith("Max open files"):
+                    soft = line.split()[3]
+                    return None if soft == "unlimited" else int(soft)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def other_view(pid: int, tty_path: str) -> str:

@@ -16,7 +16,7 @@ from test_faults import snapshot
 
 from reptyr_tmux import proc
 from reptyr_tmux.attach import attach
-from reptyr_tmux.errors import Refusal
+from reptyr_tmux.errors import Refusal, ReptyrError
 
 
 def new_tty(spawn) -> tuple:
@@ -228,3 +228,35 @@ def test_a_signal_held_off_by_ppolls_own_mask_waits_for_the_call_to_end(spawn, m
     finally:
         os.close(slave)
     assert "ppoll returned 0 (ok)" in term.expect("SIGUSR1 handled", timeout=5)
+
+
+def fd_limit(pid: int, limit: int) -> None:
+    subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={limit}:{limit}"], check=True)
+
+
+@pytest.mark.parametrize("limit", [20, 101])
+def test_a_low_fd_limit_still_moves(spawn, limit):
+    """ulimit -n at or under our usual parking place (fd 100): park below the limit instead."""
+    victim = spawn.on_pty(ECHO)
+    fd_limit(victim.pid, limit)
+    term, slave = spawn.new_terminal()
+    try:
+        attach(victim.pid, os.ttyname(slave))
+    finally:
+        os.close(slave)
+    term.write(b"low limit\n")
+    term.expect("got: low limit")
+
+
+def test_no_free_fd_is_one_sentence_and_no_change(spawn):
+    victim = spawn.on_pty(ECHO)
+    fds = set(proc.open_fds(victim.pid))
+    fd_limit(victim.pid, next(n for n in range(1024) if n not in fds))  # every fd it may open is taken
+    before = snapshot(victim.pid)
+    term, slave = spawn.new_terminal()
+    try:
+        with pytest.raises(ReptyrError, match="no free file descriptor"):
+            attach(victim.pid, os.ttyname(slave))
+    finally:
+        os.close(slave)
+    assert snapshot(victim.pid) == before
