@@ -40,7 +40,7 @@ from reptyr_tmux import proc
 from reptyr_tmux.attach import copy_termios, restore_termios, still_there
 from reptyr_tmux.errors import Refusal, ReptyrError, TargetGone
 from reptyr_tmux.remote import RemoteProcess, hold_other_threads, release_threads
-from reptyr_tmux.survey import describe, refuse_moved_meanwhile, refuse_unmovable
+from reptyr_tmux.survey import describe, refuse_moved_meanwhile, refuse_unmovable, traceable_by_us
 from reptyr_tmux.target_fds import kind_of, open_in_target, open_per_kind, park
 from reptyr_tmux.transaction import Transaction
 
@@ -113,15 +113,12 @@ def refuse_untraceable(stat: proc.Stat) -> None:
         status = proc.read_status(stat.pid)
     except OSError:
         return  # it has just exited: nothing of it to move
+    who = describe(stat)
+    if not traceable_by_us(stat, status):  # said first: the advice differs for a member
+        raise Refusal(f"process {who} in that terminal session is not entirely yours (another user's, "
+                      "setuid or setgid, like sudo or su), so it may not be traced; run this as root, "
+                      "or move just the picked process (--mode attach)", short="a member is not yours")
     refuse_unmovable(stat, status)
-    who, me = describe(stat), os.getuid()
-    if me != 0:
-        uids = [int(u) for u in status.get("Uid", "").split()[:3]]
-        gids = [int(g) for g in status.get("Gid", "").split()[:3]]
-        if set(uids) != {me} or set(gids) != {os.getgid()} or proc.uid_of(stat.pid) not in (me, None):
-            raise Refusal(f"process {who} in that terminal session is not entirely yours (another user's, "
-                          "setuid or setgid, like sudo or su), so it may not be traced; run this as root, "
-                          "or move just the picked process (--mode attach)")
     for kind in ("pid", "mnt"):
         if not _same_namespace(stat.pid, kind):
             raise Refusal(f"process {who} in that terminal session runs in another {kind} namespace "

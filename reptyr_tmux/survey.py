@@ -172,6 +172,21 @@ def refuse_unmovable(stat: proc.Stat, status: dict[str, str]) -> None:
     if me != 0 and me not in uids[:2]:
         raise Refusal(f"process {who} belongs to user id {uids[0]}, not to you (uid {me}); "
                       "run this as that user or as root", short="another user's")
+    if not traceable_by_us(stat, status):
+        raise Refusal(f"not allowed to trace process {who}: it runs setuid or setgid, or its program may "
+                      "not be read (Linux shows such a process as root's); run this as root",
+                      short="setuid: root only")
+
+
+def traceable_by_us(stat: proc.Stat, status: dict[str, str]) -> bool:
+    """What ptrace asks of a user who is not root: every uid and gid of the process ours, and the
+    process dumpable (one that changed identity, setuid or setgid, shows in /proc as root's)."""
+    me = os.getuid()
+    if me == 0:
+        return True
+    uids = {int(u) for u in status.get("Uid", "").split()[:3]}
+    gids = {int(g) for g in status.get("Gid", "").split()[:3]}
+    return uids == {me} and gids == {os.getgid()} and proc.uid_of(stat.pid) in (me, None)
 
 
 def moved_by_another_of_us(pid: int, tracer: int | None = None) -> Refusal | None:

@@ -122,3 +122,16 @@ def _adopt_root(user_install, tmux, pid: int):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result
+
+
+def test_a_setuid_program_of_ones_own_is_refused_in_a_sentence(sshd, ordinary_user, user_install):
+    """passwd run by the user is theirs by real uid but not traceable by them: a sentence, exit 2."""
+    login = sshd.login(ordinary_user)
+    login.run("passwd")
+    login.expect("assword")
+    passwd = job_of(login, "passwd")
+    with user_tmux(ordinary_user) as tmux:
+        result = as_user(ordinary_user, [*user_install, "adopt", "-L", tmux.socket, "-t", "main",
+                                         "--mode", "attach", str(passwd)])
+    assert result.returncode == 2 and "not allowed to trace" in result.stderr, result.stderr
+    assert "internal error" not in result.stderr
