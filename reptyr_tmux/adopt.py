@@ -93,7 +93,7 @@ def adopt(pid: int, server: Multiplexer, placement: str = "window", target: str 
     carried, _ = terminal_modes(pid, modes_spec, old_tty)
     caveat = ""
     if chosen == "session":
-        pane, caveat = _session_into_pane(pid, server, placement, target, name, stats, carried)
+        pane, caveat = _session_into_pane(pid, server, placement, target, name, stats, carried, redraw)
     else:
         move = _steal_into_pane if chosen == "steal" else _attach_into_pane
         pane = move(pid, server, placement, target, name, force_stdio, stats)
@@ -126,7 +126,7 @@ def _relay_if_the_session_cannot_move(pid: int, why: str, stats: list[proc.Stat]
 
 
 def _session_into_pane(pid: int, server: Multiplexer, placement: str, target: str | None, name: str,
-                       stats: list[proc.Stat], carried: list) -> tuple[Pane, str]:
+                       stats: list[proc.Stat], carried: list, redraw: bool) -> tuple[Pane, str]:
     """The whole session onto the pane's own pty; the holder lives as long as the session's leader."""
     plan = survey_session(pid, stats)  # refuse before any pane exists
     leader = plan.leader
@@ -138,7 +138,8 @@ def _session_into_pane(pid: int, server: Multiplexer, placement: str, target: st
         raise
     _retire_holders_of(leader.tty_dev, stats)  # moved before: its old pane has nothing left to show
     apply_modes(carried, pane.pane_tty)  # before the repaint: the alternate screen first, once
-    repaint_by_resize(pane.pane_tty, moved.foreground_pids)
+    if redraw:
+        repaint_by_resize(pane.pane_tty, moved.foreground_pids)
     caveat = ""
     if moved.running_jobs:
         caveat = (f"; {moved.running_jobs} process(es) already running keep working but have no "
