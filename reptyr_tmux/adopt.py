@@ -142,8 +142,8 @@ def _session_into_pane(pid: int, server: Multiplexer, placement: str, target: st
         repaint_by_resize(pane.pane_tty, moved.foreground_pids)
     caveat = ""
     if moved.running_jobs:
-        caveat = (f"; {moved.running_jobs} process(es) already running keep working but have no "
-                  "controlling terminal (/dev/tty) any more: Linux gives it back only to the shell")
+        caveat = (f"; {moved.running_jobs} running process(es) work on but lost /dev/tty "
+                  "(Linux gives a terminal back only to the shell; README, Limits)")
     if moved.warnings:
         caveat += f"; moved, but: {'; '.join(moved.warnings)}"
     return pane, caveat
