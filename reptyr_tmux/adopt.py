@@ -24,11 +24,7 @@ from reptyr_tmux.launch import python_argv
 from reptyr_tmux.modes import apply as apply_modes
 from reptyr_tmux.modes import modes_of as terminal_modes
 from reptyr_tmux.mux import Multiplexer, Pane
-from reptyr_tmux.native_relay import relay_argv
-from reptyr_tmux.pidfd import available as pidfd_getfd_available
-from reptyr_tmux.relay import RELAY_NAME
-from reptyr_tmux.session import move_session, repaint_by_resize, survey_session
-from reptyr_tmux.steal import SessionMoved, find_session, silence_holders
+from reptyr_tmux.session import SessionPlan, move_session, repaint_by_resize, survey_session
 from reptyr_tmux.survey import choose_mode, describe, survey
 from reptyr_tmux.text import printable
 from reptyr_tmux.worker import run_apart
@@ -59,6 +55,8 @@ def check(pid: int, server: Multiplexer | None, force_stdio: bool = False, reque
         return (f"process {describe(plan.picked)} can be adopted with its whole session ({len(plan.members)} "
                 f"processes, led by {describe(plan.leader)} on {plan.old_tty}): {why}")
     if mode == "steal":
+        from reptyr_tmux.steal import find_session  # steal mode's modules only where it is used
+
         session = find_session(pid)
         holders = ", ".join(f"{h.pid} ({printable(h.comm)})" for h in session.holders)
         return (f"process {pid} can be adopted with its whole session ({len(session.members)} processes, "
@@ -84,8 +82,9 @@ def adopt(pid: int, server: Multiplexer, placement: str = "window", target: str 
     server.refuse_own(pid)
     stats = proc.all_stats()  # one scan for choosing the mode and the checks before any pane exists
     chosen, why = choose_mode(pid, mode, force_stdio, stats)
-    if chosen == "session" and mode == "auto":
-        chosen, why = _relay_if_the_session_cannot_move(pid, why, stats)
+    plan = None
+    if chosen == "session":  # surveyed before any pane exists; auto mode may fall back to the relay
+        chosen, why, plan = _session_or_relay(pid, why, stats, fall_back=mode == "auto")
     name = printable(stat.comm, 40)
     old_tty = proc.pts_path(stat.tty_dev) if stat.tty_dev else None
     # Read the modes before moving: the old emulator forgets them once the terminal is left (tmux
@@ -93,7 +92,7 @@ def adopt(pid: int, server: Multiplexer, placement: str = "window", target: str 
     carried, _ = terminal_modes(pid, modes_spec, old_tty)
     caveat = ""
     if chosen == "session":
-        pane, caveat = _session_into_pane(pid, server, placement, target, name, stats, carried, redraw)
+        pane, caveat = _session_into_pane(plan, server, placement, target, name, stats, carried, redraw)
     else:
         move = _steal_into_pane if chosen == "steal" else _attach_into_pane
         pane = move(pid, server, placement, target, name, force_stdio, stats)
@@ -111,24 +110,27 @@ def adopt(pid: int, server: Multiplexer, placement: str = "window", target: str 
                    chosen, why, [m.name for m in carried], caveat)
 
 
-def _relay_if_the_session_cannot_move(pid: int, why: str, stats: list[proc.Stat]) -> tuple[str, str]:
-    """Auto mode's last resort: where a member cannot be moved (seccomp, traced...) but we may take the
-    terminal's master (root, or a terminal emulator of ours), the relay carries the session instead."""
+def _session_or_relay(pid: int, why: str, stats: list[proc.Stat], fall_back: bool
+                      ) -> tuple[str, str, SessionPlan | None]:
+    """The session's plan; or, as auto mode's last resort, where a member cannot be moved (seccomp,
+    traced...) but we may take the terminal's master (root, or an emulator of ours), the relay."""
     try:
-        survey_session(pid, stats)
-        return "session", why
+        return "session", why, survey_session(pid, stats)
     except Refusal as refusal:
+        if not fall_back:
+            raise
+        from reptyr_tmux.steal import find_session
+
         try:
             find_session(pid, stats)
         except ReptyrError:
             raise refusal from None
-        return "steal", f"its session cannot move ({refusal}), so a relay takes its terminal instead"
+        return "steal", f"its session cannot move ({refusal}), so a relay takes its terminal instead", None
 
 
-def _session_into_pane(pid: int, server: Multiplexer, placement: str, target: str | None, name: str,
-                       stats: list[proc.Stat], carried: list, redraw: bool) -> tuple[Pane, str]:
+def _session_into_pane(plan: SessionPlan, server: Multiplexer, placement: str, target: str | None,
+                       name: str, stats: list[proc.Stat], carried: list, redraw: bool) -> tuple[Pane, str]:
     """The whole session onto the pane's own pty; the holder lives as long as the session's leader."""
-    plan = survey_session(pid, stats)  # refuse before any pane exists
     leader = plan.leader
     pane = _open_held_pane(leader.pid, leader.starttime, server, placement, target, name)
     try:  # (the pane's pty is free: its holder has just released it)
@@ -201,6 +203,11 @@ def _retire_holders_of(tty: proc.Tty | None, stats: list[proc.Stat]) -> None:
 
 def _steal_into_pane(pid: int, server: Multiplexer, placement: str, target: str | None, name: str,
                      force_stdio: bool, stats: list[proc.Stat]) -> Pane:
+    from reptyr_tmux.native_relay import relay_argv
+    from reptyr_tmux.pidfd import available as pidfd_getfd_available
+    from reptyr_tmux.relay import RELAY_NAME
+    from reptyr_tmux.steal import SessionMoved, find_session, silence_holders
+
     session = find_session(pid, stats)
     holder = session.holders[0]
     start = proc.read_stat(holder.pid).starttime

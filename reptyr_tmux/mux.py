@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
@@ -37,6 +36,8 @@ def launch_and_read_report(launch: Callable[[str], subprocess.Popen], what: str)
     """Start a pane whose first process writes "pid tty" to the file named by `launch`'s argument
     once ready (popups and screen windows cannot be asked for their pid and tty); return them.
     The file lives in a private (0700) directory, so no one else can forge the answer."""
+    import tempfile  # here: only popups and screen windows need it
+
     with tempfile.TemporaryDirectory(prefix="reptyr-tmux-") as private:
         report = os.path.join(private, "ready")
         client = launch(report)

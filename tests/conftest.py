@@ -268,13 +268,6 @@ class Client:
         self.term.close()  # kills and reaps the client
 
 
-@pytest.fixture
-def client(tmux):
-    attached = Client(tmux)
-    yield attached
-    attached.close()
-
-
 def build_c(tmp_path_factory, source: str, *flags: str) -> str:
     """Compile a victim from tests/victims; fail in CI when the compiler is missing, skip elsewhere."""
     out = tmp_path_factory.mktemp("bin") / source.replace(".c", "")

@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import Tmux, wait_for
+from conftest import Client, Tmux, wait_for
 from realssh import as_user, user_tmux
 from test_faults import snapshot
 
@@ -135,3 +135,44 @@ def test_a_setuid_program_of_ones_own_is_refused_in_a_sentence(sshd, ordinary_us
                                          "--mode", "attach", str(passwd)])
     assert result.returncode == 2 and "not allowed to trace" in result.stderr, result.stderr
     assert "internal error" not in result.stderr
+
+
+def test_prefix_a_moves_vim_of_an_ssh_shell_painted_and_job_control_works(sshd, ordinary_user, user_install):
+    """As a person does it: the user's own tmux, prefix + A typed into a real attached client, vim
+    picked from the menu; it is painted at once, and the shell's job control works in the pane."""
+    login = sshd.login(ordinary_user, env={"TERM": "xterm-256color"})
+    login.run("vim -u NONE -N /etc/services")
+    vim = job_of(login, "vim")
+    login.expect("Network services")
+    with user_tmux(ordinary_user) as tmux:
+        assert as_user(ordinary_user, [*user_install, "plugin-init", "-L", tmux.socket]).returncode == 0
+        listed = [*user_install, "pick", "-L", tmux.socket, "--list"]  # (a job under 1 s old is not listed)
+        wait_for(lambda: f" {vim} " in as_user(ordinary_user, listed).stdout, what="vim in the menu")
+        client = Client(tmux)
+        try:
+            client.type(b"\x02A")
+            client.wait("adopt which process?")
+            client.type(client.menu_key(vim).encode())
+            wait_for(lambda: len(tmux.windows()) == 2, what="the adoption window")
+            tmux.wait_screen("main:1", "Network services")  # painted without a key
+            wait_for(lambda: tmux.pane("main:1", "#{alternate_on} #{pane_in_mode} #{pane_current_command}")
+                     == "1 0 vim", what="vim in front, on the alternate screen, no view-mode")
+            login.expect("this terminal's session moved to tmux session 'main', window 1")
+            login.drop()
+            client.type(b":q\r")
+            wait_for(lambda: tmux.pane("main:1", "#{pane_current_command}") == "bash", what="vim to quit")
+            assert "Network services" not in tmux.wait_screen("main:1", "rtu$")  # a clean normal screen
+            client.type(b"cat\r")
+            wait_for(lambda: tmux.pane("main:1", "#{pane_current_command}") == "cat", what="cat to start")
+            client.type(b"\x1a")
+            tmux.wait_screen("main:1", "Stopped")
+            client.type(b"fg\r")
+            wait_for(lambda: tmux.pane("main:1", "#{pane_current_command}") == "cat", what="fg")
+            client.type(b"meow\r")
+            tmux.wait_screen("main:1", "meow\nmeow")
+            client.type(b"\x03")
+            wait_for(lambda: tmux.pane("main:1", "#{pane_current_command}") == "bash", what="^C")
+            client.type(b"exit\r")  # the session ends: its pane closes, as a terminal window would
+            wait_for(lambda: tmux.windows() == ["0"], what="the pane to close")
+        finally:
+            client.close()
