@@ -313,6 +313,15 @@ class Tmux:
     def __init__(self, socket: str):
         self.socket = socket
         self.argv = ["tmux", "-L", socket]
+        # Where `tmux -L` puts it; tmux 3.3a leaves the socket behind when its server exits.
+        tmpdir = os.environ.get("TMUX_TMPDIR") or "/tmp"
+        self.socket_path = os.path.join(tmpdir, f"tmux-{os.getuid()}", socket)
+
+    def kill(self) -> None:
+        """End the server (if it still runs) and remove its socket."""
+        subprocess.run([*self.argv, "kill-server"], capture_output=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
 
     def __call__(self, *args: str) -> str:
         return subprocess.run([*self.argv, *args], capture_output=True, text=True, check=True).stdout
@@ -335,7 +344,7 @@ def tmux():
     server = Tmux(f"reptyr-test-{os.getpid()}-{time.monotonic_ns()}")
     server("-f", "/dev/null", "new-session", "-d", "-s", "main", "-x", "100", "-y", "30")
     yield server
-    subprocess.run([*server.argv, "kill-server"], capture_output=True)
+    server.kill()
 
 
 from realssh import ordinary_user, sshd, user_install  # noqa: E402, F401  (fixtures: a real sshd and user)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ECHO, Terminal, wait_for
+from conftest import ECHO, Terminal, Tmux, wait_for
 from ptrace.binding import func as pt
 from test_faults import LEADER_STEPS, snapshot
 
@@ -239,4 +239,4 @@ def test_demo_says_how_to_stop_it_and_ctrl_c_ends_it_with_no_window_left(spawn):
         wait_for(lambda: subprocess.run([*tmux, "has-session"], capture_output=True).returncode != 0,
                  what="the demo's server to end")
     finally:
-        subprocess.run([*tmux, "kill-server"], capture_output=True)
+        Tmux(socket).kill()

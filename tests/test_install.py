@@ -89,4 +89,4 @@ def test_the_pipx_line_needs_the_package_alone(spawn, tmp_path):
         client.expect("adopt which process?")
         client.write(b"\x1b")
     finally:
-        subprocess.run([*tmux.argv, "kill-server"], capture_output=True)
+        tmux.kill()

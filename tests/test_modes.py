@@ -46,7 +46,7 @@ def test_modes_are_read_exactly_from_another_tmux_pane(spawn, tmux, tmp_path):
         tmux("send-keys", "-t", "main:1", "Down")
         tmux.wait_screen("main:1", "KEY_DOWN")
     finally:
-        subprocess.run([*other.argv, "kill-server"], capture_output=True)
+        other.kill()
 
 
 def test_line_mode_program_gets_no_modes(spawn, tmux):
@@ -80,7 +80,7 @@ def test_a_click_still_reaches_a_mouse_program(spawn, tmux):
         client.write(b"\x1b[<0;20;8M\x1b[<0;20;8m")  # an SGR press and release, as a terminal sends
         tmux.wait_screen("main:1", "MOUSE-EVENT")
     finally:
-        subprocess.run([*other.argv, "kill-server"], capture_output=True)
+        other.kill()
 
 
 def test_shell_moved_from_a_tmux_pane_still_gets_pastes_bracketed(tmux):
@@ -101,4 +101,4 @@ def test_shell_moved_from_a_tmux_pane_still_gets_pastes_bracketed(tmux):
         tmux("send-keys", "-t", "main:1", "Enter")
         tmux.wait_screen("main:1", "pasted-two\n")
     finally:
-        subprocess.run([*other.argv, "kill-server"], capture_output=True)
+        other.kill()

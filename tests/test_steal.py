@@ -236,7 +236,7 @@ def test_steal_mode_end_to_end_without_pidfd_getfd(sshd, tmp_path):
         server("send-keys", "-t", "main:1", "echo via-socket", "Enter")
         server.wait_screen("main:1", "via-socket\n")
     finally:
-        subprocess.run([*server.argv, "kill-server"], capture_output=True)
+        server.kill()
 
 
 def test_steal_refuses_where_fdinfo_has_no_tty_index(sshd, monkeypatch):
