@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import termios
 import time
@@ -83,6 +84,7 @@ def _move(tx: Transaction, plan: Plan, tty_path: str, keep_sighup_ignored: bool 
           ) -> tuple[bytes, list[int]]:
     """The steps; returns the SIGHUP action it had and the fds that were moved."""
     pid = plan.pid
+    watch = watch_new_tty(tx, tty_path)
     tx.step("copy-termios", lambda: _copy_termios(plan, tty_path), restore_termios(tty_path))
     if plan.stop_first:
         tx.step("stop-job", lambda: _stop_job(pid), lambda _: _send(pid, signal.SIGCONT))
@@ -116,17 +118,34 @@ def _move(tx: Transaction, plan: Plan, tty_path: str, keep_sighup_ignored: bool 
                 lambda _, fd=fd, flags=flags: _put_back(target, saved, fd, flags))
     # Last: the new terminal must still be there (its tmux pane or server may have died meanwhile);
     # if not, everything above is undone rather than leaving the program on a dead terminal.
-    tx.step("check-new-tty", lambda: still_there(tty_path))
+    tx.step("check-new-tty", lambda: still_there(watch, tty_path))
     return own_sighup, plan.fds
 
 
-def still_there(tty_path: str) -> None:
+def watch_new_tty(tx: Transaction, tty_path: str) -> int:
+    """Step: our own fd on the new terminal, held through the move: it sees what happens to that very pty."""
+    return tx.step("watch-new-tty", lambda: _open_watch(tty_path), os.close, always=True)
+
+
+def _open_watch(tty_path: str) -> int:
     try:
-        os.close(os.open(tty_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK))
+        return os.open(tty_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
-        raise ReptyrError(f"the new terminal {tty_path} went away while the process was moving to it "
-                          f"({e.strerror}): its pane or tmux server closed; the process was left as "
-                          "it was") from None
+        raise _gone(tty_path, f" ({e.strerror})") from None
+
+
+def still_there(watch: int, tty_path: str) -> None:
+    # Once the master is closed the kernel hangs up every open fd of the slave, and poll says POLLHUP
+    # (a new open of the path fails too, but a fd held from the start needs no lookup).
+    poller = select.poll()
+    poller.register(watch, select.POLLOUT)
+    if any(events & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, events in poller.poll(0)):
+        raise _gone(tty_path, "")
+
+
+def _gone(tty_path: str, why: str) -> ReptyrError:
+    return ReptyrError(f"the new terminal {tty_path} went away while the process was moving to it{why}: "
+                       "its pane or tmux server closed; the process was left as it was")
 
 
 def _put_back(target: RemoteProcess, saved: dict[int, int], fd: int, flags: int) -> None:

@@ -37,7 +37,7 @@ import time
 from typing import NamedTuple
 
 from reptyr_tmux import proc
-from reptyr_tmux.attach import copy_termios, restore_termios, still_there
+from reptyr_tmux.attach import copy_termios, restore_termios, still_there, watch_new_tty
 from reptyr_tmux.errors import Refusal, ReptyrError, TargetGone
 from reptyr_tmux.remote import RemoteProcess, hold_other_threads, release_threads
 from reptyr_tmux.survey import describe, refuse_moved_meanwhile, refuse_unmovable, traceable_by_us
@@ -184,6 +184,7 @@ def move_session(plan: SessionPlan, tty_path: str, note: str = "", verbose: bool
 
 def _move(tx: Transaction, plan: SessionPlan, tty_path: str, note: str) -> Moved:
     leader_pid = plan.leader.pid
+    watch = watch_new_tty(tx, tty_path)
     tx.step("copy-termios", lambda: copy_termios(_any_fd_path(plan), tty_path), restore_termios(tty_path))
     held = _hold_everyone(tx, plan)
     leader = held[leader_pid]
@@ -202,7 +203,7 @@ def _move(tx: Transaction, plan: SessionPlan, tty_path: str, note: str) -> Moved
     pending_before = {m.stat.pid: _pending(m.stat.pid) for m in hangup_group}
     tx.step("note-pending", lambda: None, lambda _: _discard_our_hangup(hangup_group, pending_before),
             always=True)
-    tx.step("check-new-tty", lambda: still_there(tty_path))
+    tx.step("check-new-tty", lambda: still_there(watch, tty_path))
     ctty_fd = new_fds[leader_pid][os.O_RDWR]
     tx.step("release-old-ctty", lambda: leader.target.syscall("ioctl", old_fd, TIOCNOTTY, 0),
             lambda _: _retake(leader, old_fd))

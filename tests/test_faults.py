@@ -12,11 +12,11 @@ from reptyr_tmux import proc
 from reptyr_tmux.attach import attach
 from reptyr_tmux.errors import InjectedFault
 
-LEADER_STEPS = ["copy-termios", "infect", "hold-threads", "look-again", "map-scratch",
-                "ignore-sighup", "open-tty", "save-fd-0", "save-fd-1", "save-fd-2", "release-old-ctty",
-                "set-ctty", "dup-over-0", "dup-over-1", "dup-over-2", "check-new-tty"]
-JOB_STEPS = ["copy-termios", "stop-job", "infect", "hold-threads", "look-again", "map-scratch",
-             "ignore-sighup", "open-tty", "save-fd-0", "save-fd-1", "save-fd-2", "fork-dummy",
+LEADER_STEPS = ["watch-new-tty", "copy-termios", "infect", "hold-threads", "look-again",
+                "map-scratch", "ignore-sighup", "open-tty", "save-fd-0", "save-fd-1", "save-fd-2",
+                "release-old-ctty", "set-ctty", "dup-over-0", "dup-over-1", "dup-over-2", "check-new-tty"]
+JOB_STEPS = ["watch-new-tty", "copy-termios", "stop-job", "infect", "hold-threads", "look-again",
+             "map-scratch", "ignore-sighup", "open-tty", "save-fd-0", "save-fd-1", "save-fd-2", "fork-dummy",
              "dummy-own-group", "join-dummy-group", "setsid", "set-ctty", "dup-over-0", "dup-over-1",
              "dup-over-2", "check-new-tty"]
 ONE_WAY = JOB_STEPS[JOB_STEPS.index("setsid"):]  # Linux has no way back into a session

@@ -166,7 +166,9 @@ def test_target_dying_while_held_is_reported_cleanly(spawn, step):
     assert len(lines) == 1 and "exited while we were working on it" in lines[0]
 
 
-@pytest.mark.parametrize("step", ["infect", "open-tty"])
+# After infect the target's open fails; after open-tty, its TIOCSCTTY on the hung-up pty; after the last
+# dup only the final check can tell. The fault hook waits until the server is really gone.
+@pytest.mark.parametrize("step", ["infect", "open-tty", "dup-over-2"])
 def test_tmux_server_dying_mid_adoption_spares_the_target(spawn, tmux, step):
     victim = spawn.on_pty(ECHO)
     before = snapshot(victim.pid)

@@ -14,8 +14,8 @@ from reptyr_tmux.errors import InjectedFault, Refusal
 from reptyr_tmux.session import move_session, survey_session
 
 # Every step a session move of the shell below runs, in order (test_step_list_is_exact keeps it so).
-BEFORE_THE_SWITCH = ["copy-termios", "hold-member", "hold-threads", "map-scratch", "open-tty", "save-fd",
-                     "old-foreground-to-leader", "note-pending", "check-new-tty"]
+BEFORE_THE_SWITCH = ["watch-new-tty", "copy-termios", "hold-member", "hold-threads", "map-scratch",
+                     "open-tty", "save-fd", "old-foreground-to-leader", "note-pending", "check-new-tty"]
 THE_SWITCH = ["release-old-ctty", "set-ctty"]  # undone as far as Linux allows (see session.py)
 AFTER_THE_SWITCH = ["set-foreground", "dup-over", "tell-old-terminal"]
 
