@@ -162,8 +162,7 @@ unmount_all() {
     end_processes "$dir"
   done
   mounts_under "$dir" | tac | while read -r m; do
-    echo "WARNING: $m stayed busy; unmounted lazily (umount -l)"
-    umount "$m" 2>/dev/null || umount -l "$m"
+    umount "$m" 2>/dev/null || { umount -l "$m" && echo "WARNING: $m stayed busy; unmounted lazily (umount -l)"; }
   done
 }
 
