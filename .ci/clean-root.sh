@@ -13,6 +13,7 @@ CHROOT=$(command -v chroot)
 # The archive the host's own apt uses for SUITE (apt parses both sources.list formats for us): only
 # that registry is reachable from CI.
 host_archive() {
+  # shellcheck disable=SC2016  # apt's own $(FIELD) placeholders
   apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 'Identifier: Packages' 2>/dev/null |
     awk -v suite="$1" '$2 == suite { print $1; exit }'
 }
@@ -104,8 +105,8 @@ in_root() {
   for name in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
     [ -z "${!name:-}" ] || proxies+=("$name=${!name}")
   done
-  env -i HOME=/root USER=root LOGNAME=root SHELL=/bin/bash PATH="$ROOT_PATH" CI="${CI:-true}" "${proxies[@]}" \
-    "$CHROOT" "$root" /bin/bash -c "$*" </dev/null
+  env -i HOME=/root USER=root LOGNAME=root SHELL=/bin/bash PATH="$ROOT_PATH" CI="${CI:-true}" \
+    "${proxies[@]}" "$CHROOT" "$root" /bin/bash -c "$*" </dev/null
 }
 
 # Whether process PID's root directory is DIR or inside it (false once it is gone or a zombie, which
@@ -125,23 +126,23 @@ pids_in() {
 
 # End every process living in DIR by pid: SIGTERM, up to 5 s, then SIGKILL, until none is left.
 end_processes() {
-  local dir=$1 signal=TERM round pid pids ended=() killed=()
-  for round in 1 2 3 4 5 6 7 8 9 10; do
-    pids=$(pids_in "$dir")
-    [ -n "$pids" ] || break
-    [ "$signal" = TERM ] && ended=($pids) || killed+=($pids)
-    for pid in $pids; do
+  local dir=$1 signal=TERM pid pids=() ended=() killed=()
+  for _ in {1..10}; do
+    mapfile -t pids < <(pids_in "$dir")
+    [ ${#pids[@]} -gt 0 ] || break
+    if [ "$signal" = TERM ]; then ended=("${pids[@]}"); else killed+=("${pids[@]}"); fi
+    for pid in "${pids[@]}"; do
       # Looked up again right before the signal, so a pid that ended and was reused is spared.
       if rooted_in "$dir" "$pid"; then kill "-$signal" "$pid" 2>/dev/null || true; fi
     done
-    for _ in $(seq 50); do
+    for _ in {1..50}; do
       [ -n "$(pids_in "$dir")" ] || break
       sleep 0.1
     done
     signal=KILL
   done
-  [ ${#ended[@]} = 0 ] ||
-    echo "ended ${#ended[@]} processes left in $dir (pids ${ended[*]}${killed[*]:+; SIGKILL needed: ${killed[*]}})"
+  local needed=${killed[*]:+; SIGKILL needed: ${killed[*]}}
+  [ ${#ended[@]} = 0 ] || echo "ended ${#ended[@]} processes left in $dir (pids ${ended[*]}$needed)"
   [ -z "$(pids_in "$dir")" ] || { echo "processes still in $dir: $(pids_in "$dir" | xargs)"; return 1; }
 }
 
@@ -153,8 +154,8 @@ mounts_under() {
 
 # Unmount everything at or below DIR, last mounted first; lazily (and said so) only if it stays busy.
 unmount_all() {
-  local dir=$1 m attempt
-  for attempt in 1 2 3; do
+  local dir=$1 m
+  for _ in 1 2 3; do
     [ -n "$(mounts_under "$dir")" ] || return 0
     mounts_under "$dir" | tac | while read -r m; do umount "$m" 2>/dev/null; done
     [ -n "$(mounts_under "$dir")" ] || return 0
@@ -162,7 +163,8 @@ unmount_all() {
     end_processes "$dir"
   done
   mounts_under "$dir" | tac | while read -r m; do
-    umount "$m" 2>/dev/null || { umount -l "$m" && echo "WARNING: $m stayed busy; unmounted lazily (umount -l)"; }
+    umount "$m" 2>/dev/null ||
+      { umount -l "$m" && echo "WARNING: $m stayed busy; unmounted lazily (umount -l)"; }
   done
 }
 
