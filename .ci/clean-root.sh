@@ -73,8 +73,9 @@ unpack_root() {
 }
 
 # /proc, /sys, /dev, /dev/pts from the host; fresh tmpfs on /dev/shm, /run, /tmp, as a booted machine
-# has. Every mount is made private at once: a bind of a shared host mount would otherwise pass the
-# mounts made on top of it (our /dev/shm) back to the host.
+# has (/tmp without nosuid: Debian 12 keeps it on the root filesystem, where setuid programs work).
+# Every mount is made private at once: a bind of a shared host mount would otherwise pass the mounts
+# made on top of it (our /dev/shm) back to the host.
 mount_root() {
   local root=$1 dir
   mount --bind "$root" "$root" && mount --make-private "$root"
@@ -83,7 +84,7 @@ mount_root() {
   done
   mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$root/dev/shm"
   mount -t tmpfs -o mode=755,nosuid,nodev tmpfs "$root/run"
-  mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$root/tmp"
+  mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
 }
 
 # What the network asks of any machine on it, not the project: its DNS servers and the site's CA
