@@ -310,9 +310,12 @@ def canary(tmp_path_factory) -> str:
 
 
 class Tmux:
+    made: list[Tmux] = []  # every server a test of this run made, for the safety net below
+
     def __init__(self, socket: str):
         self.socket = socket
         self.argv = ["tmux", "-L", socket]
+        Tmux.made.append(self)
         # Where `tmux -L` puts it; tmux 3.3a leaves the socket behind when its server exits.
         tmpdir = os.environ.get("TMUX_TMPDIR") or "/tmp"
         self.socket_path = os.path.join(tmpdir, f"tmux-{os.getuid()}", socket)
@@ -337,6 +340,15 @@ class Tmux:
 
     def pane(self, target: str, fmt: str) -> str:
         return self("display-message", "-p", "-t", target, fmt).strip()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_tmux_server_left():
+    """A test that forgot to: its tmux server ends, and its socket goes, when the run ends."""
+    yield
+    for server in Tmux.made:
+        if os.path.exists(server.socket_path):  # the rest were killed already
+            server.kill()
 
 
 @pytest.fixture

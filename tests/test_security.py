@@ -129,7 +129,7 @@ def test_a_real_tmux_pane_of_ours_is_still_read_exactly(spawn, tmux, fake_tmux_s
         out = adopt(tmux, int(other.pane("src", "#{pane_pid}")))
         assert "mouse" in out  # only a pane's flags tell mouse reporting
     finally:
-        subprocess.run([*other.argv, "kill-server"], capture_output=True)
+        other.kill()
     assert not fake_tmux_server.marker.exists()
 
 

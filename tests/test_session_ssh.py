@@ -114,7 +114,7 @@ def _root_tmux():
     try:
         yield tmux
     finally:
-        subprocess.run([*tmux.argv, "kill-server"], capture_output=True)
+        tmux.kill()
 
 
 def _adopt_root(user_install, tmux, pid: int):
