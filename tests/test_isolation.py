@@ -113,6 +113,21 @@ def pts_index_of(pid: int) -> int:
 
 # -- the kernel's rule for a master's devpts instance, checked by experiment --------------------------
 
+def _in_a_chroot() -> bool:
+    """Our root is not init's (by inode and device), or CI says so where init's root is not readable."""
+    if os.environ.get("REPTYR_TMUX_IN_CHROOT"):
+        return True
+    try:
+        return os.stat("/")[1:3] != os.stat("/proc/1/root")[1:3]
+    except OSError:
+        return False
+
+
+IN_A_CHROOT = _in_a_chroot()
+
+
+@pytest.mark.skipif(IN_A_CHROOT, reason="in a chroot, a process that unshares its mounts sees paths from "
+                    "the host's root: the rule cannot be read by path there")
 def test_master_instance_follows_the_kernels_rule(spawn, bystander):
     victim = spawn.on_pty(ECHO)
     colliding = pts_index_of(victim.pid)

@@ -77,8 +77,10 @@ def test_random_sigkills_never_damage_the_target(spawn):
     for _ in range(RANDOM_KILLS):
         victim = spawn.on_pty(ECHO)
         before = snapshot(victim.pid)
+        old_terminal = proc.fd_target(victim.pid, 0)
         kill_the_front_end(spawn, victim, after_s=rng.uniform(0.0, 1.3 * whole))
-        if victim.alive():
+        # Moved (it may not be dead yet: the hangup of its new terminal is on its way) or not moved.
+        if victim.alive() and proc.fd_target(victim.pid, 0) == old_terminal:
             assert snapshot(victim.pid) == before
             victim.term.write(b"ok?\n")
             victim.term.expect("got: ok?")

@@ -68,7 +68,7 @@ def test_a_job_with_children_moves_whole(sshd, ordinary_user, user_install):
 
 def test_vim_of_an_ssh_shell_is_painted_in_the_pane(sshd, ordinary_user, user_install):
     login = sshd.login(ordinary_user, env={"TERM": "xterm-256color"})
-    login.run("vim -u NONE -N /etc/services")
+    login.run(f"vim -u NONE -N {text_file(ordinary_user)}")
     vim = job_of(login, "vim")
     login.expect("Network services")
     with user_tmux(ordinary_user) as tmux:
@@ -98,6 +98,14 @@ def test_a_session_with_a_setuid_member_is_refused_untouched(sshd, ordinary_user
         assert "not entirely yours" in result.stderr and "--mode attach" in result.stderr
         assert tmux.windows() == ["0"]  # no pane was left behind
     assert {pid: snapshot(pid) for pid in before} == before
+
+
+def text_file(user) -> str:
+    """A file of the user's for vim to show (a minimal system may lack /etc/services and the like)."""
+    path = user.home / "services.txt"
+    path.write_text("# Network services, Internet style\n" + "".join(f"line {n}\n" for n in range(100)))
+    os.chown(path, user.uid, user.gid)
+    return str(path)
 
 
 def _gone(pid: int) -> bool:
@@ -141,7 +149,7 @@ def test_prefix_a_moves_vim_of_an_ssh_shell_painted_and_job_control_works(sshd, 
     """As a person does it: the user's own tmux, prefix + A typed into a real attached client, vim
     picked from the menu; it is painted at once, and the shell's job control works in the pane."""
     login = sshd.login(ordinary_user, env={"TERM": "xterm-256color"})
-    login.run("vim -u NONE -N /etc/services")
+    login.run(f"vim -u NONE -N {text_file(ordinary_user)}")
     vim = job_of(login, "vim")
     login.expect("Network services")
     with user_tmux(ordinary_user) as tmux:
