@@ -217,7 +217,7 @@ def test_demo_without_tmux_says_how_to_get_it(tmp_path):
     assert result.stderr == "reptyr-tmux: tmux is not installed (apt-get install tmux)\n"
 
 
-def test_demo_says_how_to_stop_it_and_ctrl_c_ends_it_with_no_window_left(spawn):
+def test_demo_says_how_to_stop_it_and_its_session_ends_with_no_window_left(spawn):
     socket = f"reptyr-demo-test-{os.getpid()}"
     tmux = ["tmux", "-L", socket]
     try:
@@ -233,7 +233,9 @@ def test_demo_says_how_to_stop_it_and_ctrl_c_ends_it_with_no_window_left(spawn):
         client = Terminal(master, "?")
         spawn.terminals.append(client)
         client.expect("you said: hello from tmux")
-        client.write(b"\x03")  # C-c: the job ends, its window closes, and so do the session and server
+        client.write(b"\x03")  # C-c: the job ends; its shell came along and is at its prompt
+        client.expect("$ ")
+        client.write(b"exit\r")  # the session ends: its window closes, and so do the session and server
         _, status = os.waitpid(pid, 0)
         assert os.WIFEXITED(status)
         wait_for(lambda: subprocess.run([*tmux, "has-session"], capture_output=True).returncode != 0,
