@@ -10,8 +10,9 @@ import time
 
 import pytest
 from conftest import Client, Tmux, wait_for
-from realssh import as_user, user_tmux
+from realssh import ChildTerminal, as_user, spawn_on_pty, user_tmux
 from test_faults import snapshot
+from users import user_env
 
 from reptyr_tmux import proc
 
@@ -184,3 +185,26 @@ def test_prefix_a_moves_vim_of_an_ssh_shell_painted_and_job_control_works(sshd, 
             wait_for(lambda: tmux.windows() == ["0"], what="the pane to close")
         finally:
             client.close()
+
+
+def test_attach_keeps_a_job_of_an_ssh_shell_alive_when_the_connection_drops(sshd, ordinary_user,
+                                                                             user_install):
+    """The reptyr drop-in, as its users use it: `reptyr-tmux attach PID` in another terminal, then the
+    ssh connection drops; the old bash hangs its jobs up, the moved one lives and gets its own SIGHUP
+    action back once that shell is gone."""
+    login = sshd.login(ordinary_user)
+    login.run(LINE_PROGRAM)
+    job = job_of(login, "sh")
+    own = proc.read_status(job)["SigIgn"]
+    relay = ChildTerminal(*spawn_on_pty([*user_install, "attach", str(job)], user_env(ordinary_user),
+                                        ordinary_user))
+    try:
+        wait_for(lambda: proc.fd_target(job, 0) != login.pts, what="the move")
+        login.expect_prompt()  # the old shell has its prompt back
+        login.drop()
+        wait_for(lambda: _gone(login.shell_pid), what="the old shell to hang up and exit")
+        wait_for(lambda: proc.read_status(job)["SigIgn"] == own, what="its own SIGHUP action back")
+        relay.write(b"after the drop\n")
+        relay.expect("got: after the drop")
+    finally:
+        relay.close()
