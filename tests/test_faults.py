@@ -35,6 +35,18 @@ def snapshot(pid: int) -> dict:
     }
 
 
+def refused_untouched(spawn: Spawner, victim: Victim, error: type[Exception], match: str) -> None:
+    """attach onto a fresh terminal fails with `error` (matching `match`); the target is as before."""
+    before = snapshot(victim.pid)
+    term, slave = spawn.new_terminal()
+    try:
+        with pytest.raises(error, match=match):
+            attach(victim.pid, os.ttyname(slave))
+    finally:
+        os.close(slave)
+    assert snapshot(victim.pid) == before
+
+
 def fail_at(spawn: Spawner, victim: Victim, step: str, monkeypatch) -> None:
     monkeypatch.setenv("REPTYR_TMUX_FAULT", step)
     term, slave = spawn.new_terminal()

@@ -12,7 +12,8 @@ import sys
 
 import pytest
 from conftest import CLI, ECHO, VICTIMS, Terminal, wait_for
-from test_faults import snapshot
+from test_attach import move
+from test_faults import refused_untouched, snapshot
 
 from reptyr_tmux import proc
 from reptyr_tmux.attach import attach
@@ -239,11 +240,7 @@ def test_a_low_fd_limit_still_moves(spawn, limit):
     """ulimit -n at or under our usual parking place (fd 100): park below the limit instead."""
     victim = spawn.on_pty(ECHO)
     fd_limit(victim.pid, limit)
-    term, slave = spawn.new_terminal()
-    try:
-        attach(victim.pid, os.ttyname(slave))
-    finally:
-        os.close(slave)
+    term, _ = move(spawn, victim)
     term.write(b"low limit\n")
     term.expect("got: low limit")
 
@@ -252,11 +249,4 @@ def test_no_free_fd_is_one_sentence_and_no_change(spawn):
     victim = spawn.on_pty(ECHO)
     fds = set(proc.open_fds(victim.pid))
     fd_limit(victim.pid, next(n for n in range(1024) if n not in fds))  # every fd it may open is taken
-    before = snapshot(victim.pid)
-    term, slave = spawn.new_terminal()
-    try:
-        with pytest.raises(ReptyrError, match="no free file descriptor"):
-            attach(victim.pid, os.ttyname(slave))
-    finally:
-        os.close(slave)
-    assert snapshot(victim.pid) == before
+    refused_untouched(spawn, victim, ReptyrError, "no free file descriptor")

@@ -14,7 +14,7 @@ import time
 
 import pytest
 from conftest import CLI, ECHO, VICTIMS, Spawner, Tmux, wait_for
-from test_faults import JOB_STEPS, snapshot
+from test_faults import JOB_STEPS, refused_untouched, snapshot
 from test_steal import SshdLike
 
 from reptyr_tmux import attach as attach_module
@@ -251,14 +251,7 @@ def test_fds_on_namesake_terminals_are_refused(spawn, bystander):
     victim.term.expect("ready")
     namesakes = {proc.tty_of_fd(victim.pid, fd) for fd in proc.open_fds(victim.pid)}
     assert proc.tty_of_fd(child, 0) in namesakes and proc.tty_of_fd(victim.pid, 0) in namesakes
-    before = snapshot(victim.pid)
-    term, slave = spawn.new_terminal()
-    try:
-        with pytest.raises(Refusal, match="different terminals that are all called"):
-            attach(victim.pid, os.ttyname(slave))
-    finally:
-        os.close(slave)
-    assert snapshot(victim.pid) == before
+    refused_untouched(spawn, victim, Refusal, "different terminals that are all called")
     victim.term.write(b"mine\n")
     victim.term.expect("got: mine")
 
