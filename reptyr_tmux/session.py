@@ -200,6 +200,7 @@ def _move(tx: Transaction, plan: SessionPlan, tty_path: str, note: str) -> Moved
     tx.step("old-foreground-to-leader", lambda: _set_foreground(leader, old_fd, leader.stat.pgid),
             lambda _: _set_foreground(leader, old_fd, foreground))
     hangup_group = [m for m in held.values() if m.stat.pgid == leader.stat.pgid]
+    _refuse_a_stopped_one_among(hangup_group, plan)
     pending_before = {m.stat.pid: _pending(m.stat.pid) for m in hangup_group}
     tx.step("note-pending", lambda: None, lambda _: _discard_our_hangup(hangup_group, pending_before),
             always=True)
@@ -221,6 +222,18 @@ def _move(tx: Transaction, plan: SessionPlan, tty_path: str, note: str) -> Moved
     running = [m for m in held.values() if m.stat.pid != leader_pid]
     in_front = [pid for pid, m in held.items() if m.stat.pgid == foreground]
     return Moved(leader_pid, sorted(held), foreground, in_front, len(running), [], [])
+
+
+def _refuse_a_stopped_one_among(hangup_group: list[Held], plan: SessionPlan) -> None:
+    """The switch sends SIGCONT to the leader's group, and SIGCONT wakes a stopped process the moment
+    it is sent (discarding it afterwards cannot undo that): a stopped job must stay stopped. (Held, all
+    show as traced, 't': the survey's look tells.)"""
+    surveyed = {s.pid: s for s in plan.members}
+    stopped = [m.stat for m in hangup_group if surveyed.get(m.stat.pid, m.stat).state == "T"]
+    if stopped:
+        raise Refusal(f"process {describe(stopped[0])} is stopped in the shell's own process group, and "
+                      "moving the session would wake it; continue it (fg or bg) or end it first, or move "
+                      "the picked process alone (--mode attach)", short="stopped in the shell's group")
 
 
 def _hold_everyone(tx: Transaction, plan: SessionPlan) -> dict[int, Held]:

@@ -168,3 +168,21 @@ def test_refuses_a_session_with_someone_elses_process_before_touching_it(spawn, 
         survey_session(jobs["foreground"])
     monkeypatch.undo()
     assert {pid: _full_state(pid) for pid in before} == before
+
+
+def test_a_stopped_process_in_the_shells_own_group_is_refused_and_stays_stopped(spawn, shell):
+    """The switch's SIGCONT to the shell's group would wake it the moment it is sent."""
+    shell.run("set +m; sleep 1002 & set -m")  # without job control: in the shell's own group
+    sleeper = next(s.pid for s in proc.all_stats()
+                   if s.sid == shell.pid and proc.cmdline(s.pid)[-1:] == ["1002"])
+    assert proc.read_stat(sleeper).pgid == shell.pid
+    os.kill(sleeper, signal.SIGSTOP)
+    wait_for(lambda: proc.read_stat(sleeper).state == "T", what="the stop")
+    before = {pid: _full_state(pid) for pid in shell.members()}
+    term, slave = spawn.new_terminal()
+    try:
+        with pytest.raises(Refusal, match="would wake it"):
+            move_session(survey_session(shell.pid), os.ttyname(slave))
+    finally:
+        os.close(slave)
+    assert {pid: _full_state(pid) for pid in before} == before
