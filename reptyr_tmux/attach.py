@@ -64,6 +64,8 @@ def attach(pid: int, tty_path: str, force_stdio: bool = False, verbose: bool = F
             e.args = (f"{e.args[0]} (and could not undo: {'; '.join(tx.undo_errors)})",)
         raise
     stopped_job = "stop-job" in tx.steps_done
+    if _hung_up(tty_path):  # closed right after the move, while SIGHUP was still ignored: pass it on
+        _send(pid, signal.SIGHUP)
     _send(pid, signal.SIGWINCH)
     if stopped_job or plan.stat.state == "T":
         _send(pid, signal.SIGCONT)
@@ -141,6 +143,20 @@ def still_there(watch: int, tty_path: str) -> None:
     poller.register(watch, select.POLLOUT)
     if any(events & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, events in poller.poll(0)):
         raise _gone(tty_path, "")
+
+
+def _hung_up(tty_path: str) -> bool:
+    try:
+        watch = _open_watch(tty_path)
+    except ReptyrError:
+        return True
+    try:
+        still_there(watch, tty_path)
+        return False
+    except ReptyrError:
+        return True
+    finally:
+        os.close(watch)
 
 
 def _gone(tty_path: str, why: str) -> ReptyrError:
