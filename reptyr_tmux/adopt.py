@@ -271,7 +271,7 @@ def _continue_if_it_stops_later(pid: int, watch_s: float = 3.0) -> None:
 
 def _pending(pid: int, signum: int) -> bool:
     status = proc.read_status(pid)
-    mask = proc.signal_mask(status, "SigPnd") | proc.signal_mask(status, "ShdPnd")
+    mask = proc.pending_signals(status)
     return proc.has_signal(mask, signum)
 
 

@@ -67,6 +67,11 @@ def signal_mask(status: dict[str, str], key: str) -> int:
     return int(status.get(key, "0"), 16)
 
 
+def pending_signals(status: dict[str, str]) -> int:
+    """Signals waiting for the process: its main thread's own and the whole group's (SigPnd | ShdPnd)."""
+    return signal_mask(status, "SigPnd") | signal_mask(status, "ShdPnd")
+
+
 def has_signal(mask: int, signum: int) -> bool:
     return bool(mask >> (signum - 1) & 1)
 

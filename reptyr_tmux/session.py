@@ -309,7 +309,7 @@ def _pending(pid: int) -> set[int]:
         status = proc.read_status(pid)
     except OSError:
         return set()
-    mask = proc.signal_mask(status, "SigPnd") | proc.signal_mask(status, "ShdPnd")
+    mask = proc.pending_signals(status)
     return {s for s in HANGUP_SIGNALS if proc.has_signal(mask, s)}
 
 
@@ -371,5 +371,5 @@ def _handled(pid: int, signum: int) -> bool:
         status = proc.read_status(pid)
     except OSError:
         return True
-    mask = proc.signal_mask(status, "SigPnd") | proc.signal_mask(status, "ShdPnd")
+    mask = proc.pending_signals(status)
     return not proc.has_signal(mask, signum) and status.get("State", "S")[:1] in "STt"

@@ -29,7 +29,7 @@ from reptyr_tmux import proc
 from reptyr_tmux.errors import Refusal, ReptyrError
 from reptyr_tmux.pidfd import take_fd
 from reptyr_tmux.relay import RELAY_NAME
-from reptyr_tmux.remote import RemoteProcess
+from reptyr_tmux.remote import RemoteProcess, set_disposition
 from reptyr_tmux.survey import describe
 from reptyr_tmux.text import printable
 from reptyr_tmux.transaction import Transaction
@@ -200,8 +200,8 @@ def silence_holders(session: Session, verbose: bool = False) -> None:
     tx = Transaction(verbose)
     try:
         with tx:
-            tx.step("leader-ignores-sighup", lambda: _ignore_sighup(session.leader),
-                    lambda old: _restore_sighup(session.leader, old), always=True)
+            tx.step("leader-ignores-sighup", lambda: set_disposition(session.leader, signal.SIGHUP, None),
+                    lambda old: set_disposition(session.leader, signal.SIGHUP, old), always=True)
             for n, holder in enumerate(foreign):
                 tx.step(f"silence-holder-{n}", lambda h=holder: _blank_fds(h))
             tx.step("hup-grace", lambda: time.sleep(HUP_GRACE_S) if foreign else None)
@@ -212,25 +212,6 @@ def silence_holders(session: Session, verbose: bool = False) -> None:
     for relay in ours:  # re-adoption: our previous relay simply retires (its pane closes)
         with contextlib.suppress(ProcessLookupError):
             os.kill(relay.pid, signal.SIGTERM)
-
-
-def _ignore_sighup(pid: int) -> bytes:
-    """SIGHUP to SIG_IGN in `pid`; returns its old action (kernel layout, given back as is)."""
-    target = RemoteProcess.infect(pid)
-    try:
-        with target.scratch() as page:
-            return target.ignore_signal(signal.SIGHUP, page)
-    finally:
-        target.cure()
-
-
-def _restore_sighup(pid: int, old: bytes) -> None:
-    target = RemoteProcess.infect(pid)
-    try:
-        with target.scratch() as page:
-            target.restore_signal(signal.SIGHUP, old, page)
-    finally:
-        target.cure()
 
 
 def _blank_fds(holder: MasterHolder) -> None:
