@@ -138,7 +138,7 @@ def _session_into_pane(plan: SessionPlan, server: Multiplexer, placement: str, t
     except BaseException:
         _close(pane)
         raise
-    _retire_holders_of(leader.tty_dev, stats)  # moved before: its old pane has nothing left to show
+    _retire_holders_of(plan.old_terminal, stats)  # moved before: its old pane has nothing left to show
     apply_modes(carried, pane.pane_tty)  # before the repaint: the alternate screen first, once
     if redraw:
         repaint_by_resize(pane.pane_tty, moved.foreground_pids)

@@ -86,12 +86,13 @@ def survey_session(pid: int, stats: list[proc.Stat] | None = None) -> SessionPla
         picked = proc.read_stat(pid)
     except OSError:
         raise Refusal(f"no process {pid} exists; check the id with 'ps'") from None
-    if picked.tty_dev is None:
-        raise Refusal(f"process {describe(picked)} has no terminal, so it has no terminal session to move; "
-                      "adopt it alone (--mode attach)")
     stats = stats or proc.all_stats()
     members = members_of(picked.sid, stats)
     leader = next((s for s in members if s.pid == picked.sid), None)
+    # (a job still running from a session moved before has none of its own: its leader's tells)
+    if (leader or picked).tty_dev is None:
+        raise Refusal(f"process {describe(picked)} has no terminal, so it has no terminal session to move; "
+                      "adopt it alone (--mode attach)")
     if leader is None:
         raise Refusal(f"the session of process {describe(picked)} has lost its leader (its shell exited), "
                       "and only a session leader can take a new terminal; adopt the process alone "

@@ -370,6 +370,13 @@ def _is_terminal(path: str) -> bool:
         os.close(fd)
 
 
+def _on_its_leaders_terminal(stat: proc.Stat, stats: list[proc.Stat]) -> bool:
+    """A job that was running when its session moved: no controlling terminal, but its fds are on its
+    session leader's terminal."""
+    leader = next((s for s in stats if s.pid == stat.sid and s.pid != stat.pid), None)
+    return bool(leader and leader.tty_dev is not None and proc.fds_on(stat.pid, {leader.tty_dev}))
+
+
 def choose_mode(pid: int, requested: str, force_stdio: bool, stats: list[proc.Stat] | None = None
                 ) -> tuple[str, str]:
     """attach (the process alone, zero-copy), session (its whole terminal session onto the pane's own
@@ -381,6 +388,9 @@ def choose_mode(pid: int, requested: str, force_stdio: bool, stats: list[proc.St
     except OSError:
         raise Refusal(f"no process {pid} exists; check the id with 'ps'", short="gone") from None
     stats = stats or proc.all_stats()
+    if stat.tty_dev is None and not force_stdio and _on_its_leaders_terminal(stat, stats):
+        return "session", ("its session moved before (Linux left it no controlling terminal), so the "
+                           "session moves again")
     if stat.tty_dev is None or force_stdio:
         return "attach", "it has no terminal of its own, so it moves by itself"
     company = [s for s in stats if s.pid != pid and (s.pgid == stat.pgid or s.ppid == pid

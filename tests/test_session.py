@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 
 import pytest
-from conftest import ECHO, Shell, wait_for
+from conftest import CLI, ECHO, Shell, wait_for
 from test_faults import snapshot
 
 from reptyr_tmux import proc
@@ -186,3 +187,15 @@ def test_a_stopped_process_in_the_shells_own_group_is_refused_and_stays_stopped(
     finally:
         os.close(slave)
     assert {pid: _full_state(pid) for pid in before} == before
+
+
+def test_a_session_adopted_again_leaves_no_empty_pane_behind(spawn, tmux):
+    """Its first pane's holder retires once the session has moved on to the second pane."""
+    victim = spawn.in_shell(" ".join(ECHO))
+    for _ in range(2):
+        result = subprocess.run([*CLI, "adopt", "-L", tmux.socket, "-t", "main", str(victim.pid)],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0 and "session mode" in result.stdout + result.stderr, result.stderr
+    wait_for(lambda: len(tmux.windows()) == 2, what="the first adoption's pane to close")
+    tmux("send-keys", "-t", "main:2", "again", "Enter")
+    tmux.wait_screen("main:2", "got: again")
