@@ -42,8 +42,15 @@ def binding(tmux: Tmux) -> str:
                           text=True).stdout
 
 
+def something_to_adopt(spawn) -> None:
+    """A program on a terminal of its own, so the menu has an entry (on a bare machine, as CI's clean
+    root is, nothing else may run on a terminal and the key would say there is nothing to adopt)."""
+    spawn.on_pty(["sh", "-c", "echo ready; exec sleep 600"])
+
+
 def test_a_failed_build_says_what_failed_and_the_fix_builds_in_the_background(tmux, spawn, tmp_path):
     clone = tpm_clone(tmp_path)
+    something_to_adopt(spawn)
     client = attach_client(tmux, spawn)
     nothing = tmp_path / "no-packages"
     nothing.mkdir()
@@ -84,6 +91,7 @@ def test_the_pipx_line_needs_the_package_alone(spawn, tmp_path):
         subprocess.run([*tmux.argv, "-f", str(conf), "new-session", "-d", "-s", "main"], check=True,
                        env={**os.environ, "PATH": f"{package_bin}:{BARE_PATH}"})
         wait_for(lambda: "pick" in binding(tmux), 20, "the key bound from tmux.conf")
+        something_to_adopt(spawn)
         client = attach_client(tmux, spawn)
         client.write(b"\x02A")
         client.expect("adopt which process?")
