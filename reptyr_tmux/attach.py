@@ -21,7 +21,7 @@ from reptyr_tmux.errors import Refusal, ReptyrError, TargetGone
 from reptyr_tmux.remote import RemoteProcess, hold_other_threads, release_threads
 from reptyr_tmux.survey import Plan, check_tty_free, look_again, survey
 from reptyr_tmux.target_fds import kind_of, open_in_target, open_per_kind, other_view, park, same_file
-from reptyr_tmux.transaction import Transaction
+from reptyr_tmux.transaction import Transaction, signals_held
 
 TIOCSCTTY, TIOCNOTTY, TIOCSPGRP = termios.TIOCSCTTY, termios.TIOCNOTTY, termios.TIOCSPGRP
 WNOHANG, WALL = 1, 0x40000000
@@ -56,16 +56,19 @@ def attach(pid: int, tty_path: str, force_stdio: bool = False, verbose: bool = F
     _refuse_other_view(pid, tty_path)
     shell = _old_shell(plan, stats) if keep_sighup_ignored else None
     tx = Transaction(verbose)
-    try:
-        with tx:
-            own_sighup, moved_fds = _move(tx, plan, tty_path, keep_sighup_ignored=shell is not None)
-    except ReptyrError as e:
-        if tx.undo_errors and not isinstance(e, TargetGone):  # a dead target needs no undoing
-            e.args = (f"{e.args[0]} (and could not undo: {'; '.join(tx.undo_errors)})",)
-        raise
+    # Held to the end: a SIGTERM to us (our front end died, closing the new terminal) during the last
+    # cleanups must not end us before the hangup it caused is passed on below.
+    with signals_held():
+        try:
+            with tx:
+                own_sighup, moved_fds = _move(tx, plan, tty_path, keep_sighup_ignored=shell is not None)
+        except ReptyrError as e:
+            if tx.undo_errors and not isinstance(e, TargetGone):  # a dead target needs no undoing
+                e.args = (f"{e.args[0]} (and could not undo: {'; '.join(tx.undo_errors)})",)
+            raise
+        if _hung_up(tty_path):  # closed right after the move, while SIGHUP was still ignored: pass it on
+            _send(pid, signal.SIGHUP)
     stopped_job = "stop-job" in tx.steps_done
-    if _hung_up(tty_path):  # closed right after the move, while SIGHUP was still ignored: pass it on
-        _send(pid, signal.SIGHUP)
     _send(pid, signal.SIGWINCH)
     if stopped_job or plan.stat.state == "T":
         _send(pid, signal.SIGCONT)

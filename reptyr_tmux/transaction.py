@@ -21,12 +21,13 @@ undoes what came before. The remaining steps are still tried, their failures col
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from reptyr_tmux.errors import InjectedFault, Interrupted
@@ -36,6 +37,17 @@ T = TypeVar("T")
 HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}  # abort the transaction
 JOB_STOPS = {signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}  # wait until it is over
 FAULT_ENV = "REPTYR_TMUX_FAULT"
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT/SIGTERM/SIGHUP to us held beyond a Transaction, for what must follow a finished move before
+    such a signal may end us (a hangup of the new terminal seen only after the block is passed on)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class Transaction:
