@@ -27,7 +27,7 @@ from reptyr_tmux.mux import Multiplexer, Pane
 from reptyr_tmux.session import SessionPlan, move_session, repaint_by_resize, survey_session
 from reptyr_tmux.survey import choose_mode, describe, survey
 from reptyr_tmux.text import printable
-from reptyr_tmux.worker import run_apart
+from reptyr_tmux.worker import Apart
 
 HOLDER_READY_S = 5.0
 
@@ -132,12 +132,14 @@ def _session_into_pane(plan: SessionPlan, server: Multiplexer, placement: str, t
                        name: str, stats: list[proc.Stat], carried: list, redraw: bool) -> tuple[Pane, str]:
     """The whole session onto the pane's own pty; the holder lives as long as the session's leader."""
     leader = plan.leader
-    pane = _open_held_pane(leader.pid, leader.starttime, server, placement, target, name)
-    try:  # (the pane's pty is free: its holder has just released it)
-        moved = run_apart(lambda: move_session(plan, pane.pane_tty, note=_note(pane)))
-    except BaseException:
-        _close(pane)
-        raise
+    # The engine starts now: it loads while the pane opens.
+    with Apart(lambda tty, note: move_session(plan, tty, note=note)) as engine:
+        pane = _open_held_pane(leader.pid, leader.starttime, server, placement, target, name)
+        try:  # (the pane's pty is free: its holder has just released it)
+            moved = engine.run(pane.pane_tty, _note(pane))
+        except BaseException:
+            _close(pane)
+            raise
     _retire_holders_of(plan.old_terminal, stats)  # moved before: its old pane has nothing left to show
     apply_modes(carried, pane.pane_tty)  # before the repaint: the alternate screen first, once
     if redraw:
@@ -159,12 +161,13 @@ def _note(pane: Pane) -> str:
 def _attach_into_pane(pid: int, server: Multiplexer, placement: str, target: str | None, name: str,
                       force_stdio: bool, stats: list[proc.Stat]) -> Pane:
     plan = survey(pid, force_stdio, stats)  # refuse before any pane exists (attach looks again)
-    pane = _open_held_pane(pid, plan.stat.starttime, server, placement, target, name)
-    try:
-        run_apart(lambda: attach(pid, pane.pane_tty, force_stdio=force_stdio))  # safe from our kill -9
-    except BaseException:
-        _close(pane)
-        raise
+    with Apart(lambda tty: attach(pid, tty, force_stdio=force_stdio)) as engine:  # safe from our kill -9
+        pane = _open_held_pane(pid, plan.stat.starttime, server, placement, target, name)
+        try:
+            engine.run(pane.pane_tty)
+        except BaseException:
+            _close(pane)
+            raise
     _retire_holders_of(plan.old_tty, stats)  # adopted before: its old pane has nothing left to show
     return pane
 

@@ -14,14 +14,16 @@ import select
 import signal
 import termios
 import time
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from reptyr_tmux import proc
 from reptyr_tmux.errors import Refusal, ReptyrError, TargetGone
-from reptyr_tmux.remote import RemoteProcess, hold_other_threads, release_threads
 from reptyr_tmux.survey import Plan, check_tty_free, look_again, survey
 from reptyr_tmux.target_fds import kind_of, open_in_target, open_per_kind, other_view, park, same_file
 from reptyr_tmux.transaction import Transaction, signals_held
+
+if TYPE_CHECKING:
+    from reptyr_tmux.remote import RemoteProcess
 
 TIOCSCTTY, TIOCNOTTY, TIOCSPGRP = termios.TIOCSCTTY, termios.TIOCNOTTY, termios.TIOCSPGRP
 WNOHANG, WALL = 1, 0x40000000
@@ -88,6 +90,9 @@ def _old_shell(plan: Plan, stats: list[proc.Stat]) -> int | None:
 def _move(tx: Transaction, plan: Plan, tty_path: str, keep_sighup_ignored: bool = False
           ) -> tuple[bytes, list[int]]:
     """The steps; returns the SIGHUP action it had and the fds that were moved."""
+    # ptrace's modules load only in the engine's own process (worker.py warms them while the pane opens)
+    from reptyr_tmux.remote import RemoteProcess, hold_other_threads, release_threads
+
     pid = plan.pid
     watch = watch_new_tty(tx, tty_path)
     tx.step("copy-termios", lambda: _copy_termios(plan, tty_path), restore_termios(tty_path))
@@ -198,7 +203,7 @@ def _fork_dummy(target: RemoteProcess) -> Dummy:
         pid_inside = target.syscall("clone", 0, 0, 0, 0, 0)
     finally:
         target.follow_clones(False)
-    return Dummy(RemoteProcess.adopt_child(target.take_clone(), target), pid_inside)
+    return Dummy(type(target).adopt_child(target.take_clone(), target), pid_inside)
 
 
 def _end_dummy(target: RemoteProcess, dummy: Dummy) -> None:

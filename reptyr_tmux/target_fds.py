@@ -14,10 +14,12 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from reptyr_tmux.errors import Refusal, RemoteError, ReptyrError
-from reptyr_tmux.remote import RemoteProcess
+
+if TYPE_CHECKING:
+    from reptyr_tmux.remote import RemoteProcess
 
 AT_FDCWD = -100
 F_DUPFD_CLOEXEC = 1030

@@ -11,12 +11,13 @@ them at the next step, undoing everything); our death, if `undo_if_we_die`, reac
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import pickle
 import signal
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from reptyr_tmux.errors import ReptyrError
 from reptyr_tmux.front_end import speak_for
@@ -29,28 +30,64 @@ PASSED_ON = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 def run_apart(call: Callable[[], T], undo_if_we_die: bool = False, close: tuple[int, ...] = ()) -> T:
     """call() in a child of its own session; its result returned, its exception raised, here.
     `close`: our fds the child must not keep open (a pty master whose closing means we are gone)."""
-    readable, writable = os.pipe()
-    parent, grandparent = os.getpid(), os.getppid()
-    child = os.fork()
-    if child == 0:
-        os.close(readable)
-        speak_for(parent, grandparent)  # "this command" and "the shell that ran it" are still those
-        _become_worker(parent, undo_if_we_die, close)
-        _exit_with(writable, call)
-    os.close(writable)
-    previous = {signum: signal.signal(signum, lambda signum, _frame: _pass_on(child, signum))
-                for signum in PASSED_ON}
-    try:
-        data = _read_all(readable)
-    finally:
-        os.close(readable)
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        os.waitpid(child, 0)
-    ok, value = pickle.loads(data) if data else (False, ReptyrError("the engine's process died"))
-    if ok:
-        return value
-    raise value
+    with Apart(call, undo_if_we_die, close) as engine:
+        return engine.run()
+
+
+class Apart(Generic[T]):
+    """The engine's process, started ahead of its work: it loads ptrace's modules while we still open
+    the pane (two things at once on a loaded machine), then waits for run(*args) and does call(*args).
+    Leaving the `with` block without run() ends it untouched (it never held anything)."""
+
+    def __init__(self, call: Callable[..., T], undo_if_we_die: bool = False, close: tuple[int, ...] = ()):
+        go_readable, self._go = os.pipe()
+        self._outcome, outcome_writable = os.pipe()
+        parent, grandparent = os.getpid(), os.getppid()
+        self.child = os.fork()
+        if self.child == 0:
+            os.close(self._go)
+            os.close(self._outcome)
+            speak_for(parent, grandparent)  # "this command" and "the shell that ran it" are still those
+            _become_worker(parent, undo_if_we_die, close)
+            import reptyr_tmux.remote  # noqa: F401  (the warm-up)
+
+            args = _read_all(go_readable)
+            if not args:  # never asked: nothing to do
+                os._exit(0)
+            _exit_with(outcome_writable, lambda: call(*pickle.loads(args)))
+        os.close(go_readable)
+        os.close(outcome_writable)
+
+    def __enter__(self) -> Apart[T]:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._close_go()
+        with contextlib.suppress(OSError):
+            os.close(self._outcome)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.child, 0)
+
+    def run(self, *args: object) -> T:
+        previous = {signum: signal.signal(signum, lambda signum, _frame: _pass_on(self.child, signum))
+                    for signum in PASSED_ON}
+        try:
+            with contextlib.suppress(BrokenPipeError):  # it died: said below
+                _write_all(self._go, pickle.dumps(args))
+            self._close_go()
+            data = _read_all(self._outcome)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        ok, value = pickle.loads(data) if data else (False, ReptyrError("the engine's process died"))
+        if ok:
+            return value
+        raise value
+
+    def _close_go(self) -> None:
+        if self._go >= 0:
+            os.close(self._go)
+            self._go = -1
 
 
 def _become_worker(parent: int, undo_if_we_die: bool, close: tuple[int, ...]) -> None:
@@ -77,9 +114,7 @@ def _exit_with(writable: int, call: Callable[[], object]) -> None:
         except Exception as e:  # an exception that cannot travel: its sentence can
             data = pickle.dumps((False, ReptyrError(str(outcome[1]) or repr(e))))
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(writable, view):]
+        _write_all(writable, data)
     except OSError:
         pass  # the front end is gone: the outcome has nobody to go to
     finally:
@@ -91,6 +126,12 @@ def _pass_on(child: int, signum: int) -> None:
         os.kill(child, signum)
     except ProcessLookupError:
         pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _read_all(fd: int) -> bytes:

@@ -174,8 +174,9 @@ def test_refuses_a_session_with_someone_elses_process_before_touching_it(spawn, 
 def test_a_stopped_process_in_the_shells_own_group_is_refused_and_stays_stopped(spawn, shell):
     """The switch's SIGCONT to the shell's group would wake it the moment it is sent."""
     shell.run("set +m; sleep 1002 & set -m")  # without job control: in the shell's own group
-    sleeper = next(s.pid for s in proc.all_stats()
-                   if s.sid == shell.pid and proc.cmdline(s.pid)[-1:] == ["1002"])
+    sleeper = wait_for(lambda: next((s.pid for s in proc.all_stats()  # (until the fork has exec'd sleep)
+                                     if s.sid == shell.pid and proc.cmdline(s.pid)[-1:] == ["1002"]), None),
+                       what="the background sleep")
     assert proc.read_stat(sleeper).pgid == shell.pid
     os.kill(sleeper, signal.SIGSTOP)
     wait_for(lambda: proc.read_stat(sleeper).state == "T", what="the stop")
