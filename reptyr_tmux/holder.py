@@ -27,7 +27,7 @@ either, but keeps the interpreter's ~10 MB resident for the target's lifetime.
 
 Faster still, no Python in the pane at all: ``holder_argv(PID)`` returns ``[PATH, PID]``, a
 pane command that runs a second hand-assembled ELF (written once to a private cache file,
-$XDG_RUNTIME_DIR/reptyr-tmux or ~/.cache/reptyr-tmux, named by its sha256, the first of them where
+$XDG_RUNTIME_DIR/reptyr-tmux or ~/.cache/reptyr-tmux, named by its size and checksum, the first where
 no one else can change any directory on the way: see _private_dir) doing steps 2-4
 itself plus pidfd_open(PID) and the "reptyr-holder" rename, in ~a dozen syscalls. It does
 not check the start time (the caller re-checks it once the holder is ready) and has no
@@ -388,14 +388,15 @@ def holder_elf_path() -> str | None:
 
 
 def cache_name(prefix: str, image: bytes) -> str:
-    """The cached file's name: one per content."""
-    import hashlib
+    """The cached file's name: one per content (a checksum is enough: the content itself is compared
+    before a file is used; hashlib would load OpenSSL, ~5 ms of every adoption)."""
+    import zlib
 
-    return f"{prefix}-{hashlib.sha256(image).hexdigest()[:16]}"
+    return f"{prefix}-{len(image)}-{zlib.crc32(image):08x}"
 
 
 def cached_elf(prefix: str, image: bytes) -> str | None:
-    """`image` as an executable file, written once per content (named by its sha256) in a private
+    """`image` as an executable file, written once per content (named by its checksum) in a private
     cache directory, and checked to run there (exit 2 without arguments); None if nowhere works."""
     name = cache_name(prefix, image)
     for wanted in _cache_dirs():
