@@ -133,7 +133,8 @@ def _session_into_pane(plan: SessionPlan, server: Multiplexer, placement: str, t
     """The whole session onto the pane's own pty; the holder lives as long as the session's leader."""
     leader = plan.leader
     # The engine starts now: it loads while the pane opens.
-    with Apart(lambda tty, note: move_session(plan, tty, note=note)) as engine:
+    carry = server.can_type()
+    with Apart(lambda tty, note: move_session(plan, tty, note=note, take_typed_ahead=carry)) as engine:
         pane = _open_held_pane(leader.pid, leader.starttime, server, placement, target, name)
         try:  # (the pane's pty is free: its holder has just released it)
             moved = engine.run(pane.pane_tty, _note(pane))
@@ -144,6 +145,8 @@ def _session_into_pane(plan: SessionPlan, server: Multiplexer, placement: str, t
     apply_modes(carried, pane.pane_tty)  # before the repaint: the alternate screen first, once
     if redraw:
         repaint_by_resize(pane.pane_tty, moved.foreground_pids)
+    if moved.typed_ahead:  # as on the old terminal, it waits in the input queue for whoever reads next
+        server.type_into(pane, moved.typed_ahead.replace(b"\0", b"").decode(errors="replace"))
     caveat = ""
     if moved.running_jobs:
         caveat = (f"; {moved.running_jobs} running process(es) work on but lost /dev/tty "

@@ -47,6 +47,12 @@ class ScreenSession:
         return Pane(f"screen window {title}", pid, tty, "",
                     f"GNU screen session {TITLE_UNSAFE.sub('_', self.session)}, window {title}")
 
+    def can_type(self) -> bool:
+        return False  # screen's `stuff` parses escapes in its text: typed-ahead input is not carried
+
+    def type_into(self, pane: Pane, text: str) -> None:
+        raise NotImplementedError
+
     def needs_report(self, placement: str) -> bool:
         return True  # screen cannot be asked for a window's pid and tty
 

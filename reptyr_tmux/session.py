@@ -71,6 +71,7 @@ class Moved(NamedTuple):
     running_jobs: int  # processes that lost their controlling terminal (Linux gives it back to none)
     warnings: list[str]  # what did not happen after the point of no return
     steps: list[str]
+    typed_ahead: bytes = b""  # input typed on the old terminal that nobody had read (take_typed_ahead)
 
 
 class Held(NamedTuple):
@@ -172,12 +173,15 @@ def _fds_on(pid: int, terminal: proc.Tty) -> dict[int, int]:
 # -- the move ------------------------------------------------------------------------------------
 
 
-def move_session(plan: SessionPlan, tty_path: str, note: str = "", verbose: bool = False) -> Moved:
-    """Move every process of the session onto `tty_path` (a free terminal: see check_tty_free)."""
+def move_session(plan: SessionPlan, tty_path: str, note: str = "", verbose: bool = False,
+                 take_typed_ahead: bool = False) -> Moved:
+    """Move every process of the session onto `tty_path` (a free terminal: see check_tty_free).
+    take_typed_ahead: also take what was typed on the old terminal and not yet read (Moved.typed_ahead),
+    for the caller to type into the new one; nobody is left to read it there."""
     tx = Transaction(verbose)
     try:
         with tx:
-            moved = _move(tx, plan, tty_path, note)
+            moved = _move(tx, plan, tty_path, note, take_typed_ahead)
     except ReptyrError as e:
         if tx.undo_errors and not isinstance(e, TargetGone):
             e.args = (f"{e.args[0]} (and could not undo: {'; '.join(tx.undo_errors)})",)
@@ -185,7 +189,7 @@ def move_session(plan: SessionPlan, tty_path: str, note: str = "", verbose: bool
     return moved._replace(warnings=tx.forward_errors, steps=tx.steps_done)
 
 
-def _move(tx: Transaction, plan: SessionPlan, tty_path: str, note: str) -> Moved:
+def _move(tx: Transaction, plan: SessionPlan, tty_path: str, note: str, take_typed_ahead: bool) -> Moved:
     leader_pid = plan.leader.pid
     watch = watch_new_tty(tx, tty_path)
     tx.step("copy-termios", lambda: copy_termios(_any_fd_path(plan), tty_path), restore_termios(tty_path))
@@ -220,11 +224,15 @@ def _move(tx: Transaction, plan: SessionPlan, tty_path: str, note: str) -> Moved
             cloexec = os.O_CLOEXEC if flags & os.O_CLOEXEC else 0
             tx.step("dup-over", lambda m=member, fd=fd, flags=flags, c=cloexec: m.target.syscall(
                 "dup3", new_fds[m.stat.pid][kind_of(flags)], fd, c))
-    if note and parked[leader_pid]:
-        tx.step("tell-old-terminal", lambda: _tell(leader_pid, next(iter(parked[leader_pid].values())), note))
+    old_copy = next(iter(parked[leader_pid].values()), None)  # the leader's parked fd on the old terminal
+    typed = b""
+    if take_typed_ahead and old_copy is not None:  # (everyone is still held: nobody else reads it)
+        typed = tx.step("take-typed-ahead", lambda: _unread_input(leader_pid, old_copy)) or b""
+    if note and old_copy is not None:
+        tx.step("tell-old-terminal", lambda: _tell(leader_pid, old_copy, note))
     running = [m for m in held.values() if m.stat.pid != leader_pid]
     in_front = [pid for pid, m in held.items() if m.stat.pgid == foreground]
-    return Moved(leader_pid, sorted(held), foreground, in_front, len(running), [], [])
+    return Moved(leader_pid, sorted(held), foreground, in_front, len(running), [], [], typed)
 
 
 def _refuse_a_stopped_one_among(hangup_group: list[Held], plan: SessionPlan) -> None:
@@ -335,6 +343,34 @@ def _tell(leader: int, old_fd: int, note: str) -> None:
     fd = os.open(f"/proc/{leader}/fd/{old_fd}", os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
     try:
         os.write(fd, f"\r\n{note}\r\n".encode())
+    finally:
+        os.close(fd)
+
+
+def _unread_input(leader: int, old_fd: int, limit: int = 65536) -> bytes:
+    """What waits in the old terminal's input queue, the line being typed included: with ICANON off
+    for a moment the kernel hands out the whole queue, not only finished lines."""
+    fd = os.open(f"/proc/{leader}/fd/{old_fd}", os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    try:
+        saved = termios.tcgetattr(fd)
+        raw = list(saved)
+        raw[3] &= ~termios.ICANON
+        raw[6] = list(saved[6])
+        raw[6][termios.VMIN], raw[6][termios.VTIME] = 0, 0
+        termios.tcsetattr(fd, termios.TCSANOW, raw)
+        try:
+            chunks: list[bytes] = []
+            while sum(map(len, chunks)) < limit:
+                try:
+                    chunk = os.read(fd, limit)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            termios.tcsetattr(fd, termios.TCSANOW, saved)
+        return b"".join(chunks)
     finally:
         os.close(fd)
 

@@ -59,6 +59,14 @@ class Server:
             raise Refusal("--popup needs tmux 3.2 or newer; use --window, --split-h or --split-v")
         return self.new_popup(command, name, target)
 
+    def can_type(self) -> bool:
+        return True
+
+    def type_into(self, pane: Pane, text: str) -> None:
+        """`text` into the pane's input, literally: -l looks up no key names, and send-keys expands
+        no formats."""
+        self.cmd("send-keys", "-t", pane.pane_id, "-l", "--", text)
+
     def needs_report(self, placement: str) -> bool:
         return placement == "popup"  # a popup has no pane_pid/pane_tty to ask for
 

@@ -200,3 +200,20 @@ def test_a_session_adopted_again_leaves_no_empty_pane_behind(spawn, tmux):
     wait_for(lambda: len(tmux.windows()) == 2, what="the first adoption's pane to close")
     tmux("send-keys", "-t", "main:2", "again", "Enter")
     tmux.wait_screen("main:2", "got: again")
+
+
+def test_input_typed_ahead_on_the_old_terminal_is_typed_into_the_pane(shell, tmux):
+    """A line typed while the job ran (nobody read it yet) and a half-typed one: as on the old terminal,
+    they wait for whoever reads next, now in the pane; the shell runs the line once the job ends."""
+    shell.term.write(b"sleep 1003\n")
+    sleeper = wait_for(lambda: next((s.pid for s in proc.all_stats() if s.sid == shell.pid
+                                     and proc.cmdline(s.pid)[-1:] == ["1003"]), None), what="the job")
+    shell.term.write(b"echo carried-$((6*7)) '#{pane_id}'\necho half-")  # (no format may expand)
+    shell.term.expect("echo half-")  # echoed: in the old terminal's input queue now
+    result = subprocess.run([*CLI, "adopt", "-L", tmux.socket, "-t", "main", str(sleeper)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and "session mode" in result.stdout + result.stderr, result.stderr
+    os.kill(sleeper, signal.SIGKILL)  # the job ends: the shell reads what was typed ahead
+    tmux.wait_screen("main:1", "carried-42 #{pane_id}")
+    tmux("send-keys", "-t", "main:1", "-l", "typed\n")
+    tmux.wait_screen("main:1", "half-typed")
