@@ -27,7 +27,7 @@ from reptyr_tmux.mux import Multiplexer, Pane
 from reptyr_tmux.session import SessionPlan, move_session, repaint_by_resize, survey_session
 from reptyr_tmux.survey import choose_mode, describe, survey
 from reptyr_tmux.text import printable
-from reptyr_tmux.worker import Apart
+from reptyr_tmux.worker import Apart, run_detached
 
 HOLDER_READY_S = 5.0
 
@@ -259,20 +259,14 @@ def redraw_screen(pid: int) -> None:
 def _continue_if_it_stops_later(pid: int, watch_s: float = 3.0) -> None:
     """A slow handler (vim saving its swap file) may stop the program after our SIGCONT; a short-lived
     child of ours keeps watching so we can return at once."""
-    if os.fork() != 0:
-        return
-    try:
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):  # let whoever reads our output see it end now
-            os.dup2(null, fd)
-        os.setsid()
+    def watch() -> None:
         deadline = time.monotonic() + watch_s
         while time.monotonic() < deadline:
             if _state(pid) == "T":
                 os.kill(pid, signal.SIGCONT)
             time.sleep(0.02)
-    finally:
-        os._exit(0)
+
+    run_detached(watch)
 
 
 def _pending(pid: int, signum: int) -> bool:

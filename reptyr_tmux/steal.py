@@ -18,6 +18,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import select
 import signal
 import socket
 import struct
@@ -35,6 +36,7 @@ from reptyr_tmux.text import printable
 from reptyr_tmux.transaction import Transaction
 
 HUP_GRACE_S = 0.3  # how long a holder gets to react to losing the master before SIGHUP counts again
+# (waited for by a detached child, off the adoption path: see _hand_back_sighup)
 TIOCGPTPEER = 0x5441  # _IO('T', 0x41): open the slave of a master; not in termios
 
 
@@ -200,11 +202,12 @@ def silence_holders(session: Session, verbose: bool = False) -> None:
     tx = Transaction(verbose)
     try:
         with tx:
-            tx.step("leader-ignores-sighup", lambda: set_disposition(session.leader, signal.SIGHUP, None),
-                    lambda old: set_disposition(session.leader, signal.SIGHUP, old), always=True)
+            leader = session.leader
+            own = tx.step("leader-ignores-sighup", lambda: set_disposition(leader, signal.SIGHUP, None),
+                          lambda old: set_disposition(leader, signal.SIGHUP, old))
             for n, holder in enumerate(foreign):
                 tx.step(f"silence-holder-{n}", lambda h=holder: _blank_fds(h))
-            tx.step("hup-grace", lambda: time.sleep(HUP_GRACE_S) if foreign else None)
+            tx.step("hand-back-sighup", lambda: _hand_back_sighup(session.leader, own, foreign))
     except ReptyrError as e:
         if any(step.startswith("silence-holder") for step in tx.steps_done):
             raise SessionMoved(f"the session moved, but then: {e}") from e
@@ -212,6 +215,40 @@ def silence_holders(session: Session, verbose: bool = False) -> None:
     for relay in ours:  # re-adoption: our previous relay simply retires (its pane closes)
         with contextlib.suppress(ProcessLookupError):
             os.kill(relay.pid, signal.SIGTERM)
+
+
+def _hand_back_sighup(leader: int, action: bytes, holders: list[MasterHolder]) -> None:
+    """The leader's own SIGHUP action back once the silenced holders can no longer hang it up: when
+    they have exited, or HUP_GRACE_S after they lost the master. A detached child waits for that, so
+    the adoption does not."""
+    from reptyr_tmux.worker import run_detached
+
+    exits, unseen = [], False
+    for holder in holders:
+        try:
+            exits.append(os.pidfd_open(holder.pid))  # readable once it has exited
+        except OSError as e:
+            unseen = unseen or e.errno != errno.ESRCH  # (ESRCH: gone already; else Linux < 5.3)
+
+    def wait_then_give_back() -> None:
+        deadline = time.monotonic() + HUP_GRACE_S
+        waiting = list(exits)
+        while waiting and time.monotonic() < deadline:
+            ready, _, _ = select.select(waiting, [], [], max(0.0, deadline - time.monotonic()))
+            waiting = [fd for fd in waiting if fd not in ready]
+        if unseen:
+            time.sleep(max(0.0, deadline - time.monotonic()))
+        with contextlib.suppress(ReptyrError, OSError):
+            set_disposition(leader, signal.SIGHUP, action)
+
+    try:
+        if holders:
+            run_detached(wait_then_give_back)
+        else:  # only our own relay held it (re-adoption): nothing will hang the leader up
+            set_disposition(leader, signal.SIGHUP, action)
+    finally:
+        for fd in exits:
+            os.close(fd)
 
 
 def _blank_fds(holder: MasterHolder) -> None:

@@ -90,6 +90,21 @@ class Apart(Generic[T]):
             self._go = -1
 
 
+def run_detached(call: Callable[[], object]) -> None:
+    """call() in a short-lived child that outlives nothing it needs from us: its own session, no
+    stdin/stdout/stderr of ours (whoever reads our output sees it end when we do). We return at once."""
+    if os.fork() != 0:
+        return
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.setsid()
+        call()
+    finally:
+        os._exit(0)
+
+
 def _become_worker(parent: int, undo_if_we_die: bool, close: tuple[int, ...]) -> None:
     for fd in close:
         os.close(fd)

@@ -174,6 +174,19 @@ def sighup_disposition(pid: int) -> tuple[str, str]:
     return status["SigIgn"], status["SigCgt"]
 
 
+def test_the_leader_gets_its_sighup_action_back_after_a_steal(sshd, tmux):
+    """Ignored while the old holder may still hang it up; given back by a detached child once that
+    holder has exited or the grace is over, so the adoption itself never waits for it."""
+    sshd.type(0, "sleep 300")
+    job, leader = sshd.job(0), sshd.shells[0]
+    before = sighup_disposition(leader)
+    result = subprocess.run([*CLI, "adopt", "-L", tmux.socket, "-t", "main", "--mode", "steal", str(job)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    wait_for(lambda: sighup_disposition(leader) == before, 3, "the leader's SIGHUP action back")
+    assert not gone(job)
+
+
 def test_fault_before_the_holder_lets_go_gives_the_session_back(sshd, tmux):
     sshd.type(0, "sleep 300")
     job, leader = sshd.job(0), sshd.shells[0]
@@ -189,7 +202,7 @@ def test_fault_before_the_holder_lets_go_gives_the_session_back(sshd, tmux):
     sshd.wait_log(0, "back-with-sshd\r\n")
 
 
-@pytest.mark.parametrize("step", ["silence-holder-0", "hup-grace"])
+@pytest.mark.parametrize("step", ["silence-holder-0", "hand-back-sighup"])
 def test_fault_after_the_holder_let_go_keeps_the_session_in_the_pane(sshd, tmux, step):
     """Past the one-way step, rolling back could strand the session: it stays with the relay."""
     sshd.type(0, "sleep 300")
@@ -198,7 +211,8 @@ def test_fault_after_the_holder_let_go_keeps_the_session_in_the_pane(sshd, tmux,
     result = subprocess.run([*CLI, "adopt", "-L", tmux.socket, "-t", "main", "--mode", "steal", str(job)],
                             capture_output=True, text=True, env=dict(os.environ, REPTYR_TMUX_FAULT=step))
     assert result.returncode != 0 and "the session moved, but then" in result.stderr
-    assert sighup_disposition(leader) == before and not gone(job)
+    wait_for(lambda: sighup_disposition(leader) == before, what="the leader's SIGHUP action back")
+    assert not gone(job)
     tmux("send-keys", "-t", "main:1", "C-c")
     tmux("send-keys", "-t", "main:1", "echo still-in-the-pane", "Enter")
     tmux.wait_screen("main:1", "still-in-the-pane\n")
