@@ -6,7 +6,6 @@ quarter of an adoption. The packages we need are put on sys.path by hand instead
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -22,6 +21,8 @@ def _package_roots() -> list[str]:
 
 def python_argv(module: str) -> list[str]:
     """argv that runs `python -m module` without site processing; append the module's arguments."""
+    import json  # here: only the Python holder and relay need it
+
     # json quoting: only double quotes inside, so the shell's single quotes wrap it cleanly.
     name = json.dumps(module)
     code = (f"import sys; sys.path[:0] = {json.dumps(_package_roots())}; import runpy; "

@@ -12,7 +12,6 @@ them at the next step, undoing everything); our death, if `undo_if_we_die`, reac
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import pickle
 import signal
@@ -113,6 +112,8 @@ def _become_worker(parent: int, undo_if_we_die: bool, close: tuple[int, ...]) ->
     signal.signal(signal.SIGTSTP, signal.SIG_IGN)  # ^Z meant for the front end: never stop holding
     os.setsid()
     if undo_if_we_die:
+        import ctypes  # here, in the engine's process: the front end does not pay for it
+
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         if os.getppid() != parent:  # it died before that took effect
             os.kill(os.getpid(), signal.SIGTERM)
