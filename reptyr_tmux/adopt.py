@@ -73,6 +73,14 @@ def adopt(pid: int, server: Multiplexer, placement: str = "window", target: str 
           redraw: bool = True, force_stdio: bool = False, start_time: int | None = None,
           remain_on_exit: bool = False, mode: str = "auto", modes_spec: str = "auto") -> Adopted:
     started = time.monotonic()
+    with Apart() as engine:  # its own process, loading ptrace's modules while we look and open the pane
+        return _adopt(engine, started, pid, server, placement, target, redraw, force_stdio, start_time,
+                      remain_on_exit, mode, modes_spec)
+
+
+def _adopt(engine: Apart, started: float, pid: int, server: Multiplexer, placement: str, target: str | None,
+           redraw: bool, force_stdio: bool, start_time: int | None, remain_on_exit: bool, mode: str,
+           modes_spec: str) -> Adopted:
     try:
         stat = proc.read_stat(pid)
     except OSError:
@@ -92,10 +100,12 @@ def adopt(pid: int, server: Multiplexer, placement: str = "window", target: str 
     carried, _ = terminal_modes(pid, modes_spec, old_tty)
     caveat = ""
     if chosen == "session":
-        pane, caveat = _session_into_pane(plan, server, placement, target, name, stats, carried, redraw)
+        pane, caveat = _session_into_pane(engine, plan, server, placement, target, name, stats, carried,
+                                          redraw)
+    elif chosen == "steal":
+        pane = _steal_into_pane(pid, server, placement, target, name, stats)
     else:
-        move = _steal_into_pane if chosen == "steal" else _attach_into_pane
-        pane = move(pid, server, placement, target, name, force_stdio, stats)
+        pane = _attach_into_pane(engine, pid, server, placement, target, name, force_stdio, stats)
     server.dress(pane, placement, name, remain_on_exit)
     if chosen == "attach":
         apply_modes(carried, pane.pane_tty)  # before the repaint, so it lands on the screen it sets
@@ -128,19 +138,18 @@ def _session_or_relay(pid: int, why: str, stats: list[proc.Stat], fall_back: boo
         return "steal", f"its session cannot move ({refusal}), so a relay takes its terminal instead", None
 
 
-def _session_into_pane(plan: SessionPlan, server: Multiplexer, placement: str, target: str | None,
-                       name: str, stats: list[proc.Stat], carried: list, redraw: bool) -> tuple[Pane, str]:
+def _session_into_pane(engine: Apart, plan: SessionPlan, server: Multiplexer, placement: str,
+                       target: str | None, name: str, stats: list[proc.Stat], carried: list, redraw: bool
+                       ) -> tuple[Pane, str]:
     """The whole session onto the pane's own pty; the holder lives as long as the session's leader."""
     leader = plan.leader
-    # The engine starts now: it loads while the pane opens.
-    carry = server.can_type()
-    with Apart(lambda tty, note: move_session(plan, tty, note=note, take_typed_ahead=carry)) as engine:
-        pane = _open_held_pane(leader.pid, leader.starttime, server, placement, target, name)
-        try:  # (the pane's pty is free: its holder has just released it)
-            moved = engine.run(pane.pane_tty, _note(pane))
-        except BaseException:
-            _close(pane)
-            raise
+    pane = _open_held_pane(leader.pid, leader.starttime, server, placement, target, name)
+    try:  # (the pane's pty is free: its holder has just released it)
+        moved = engine.run(move_session, plan, pane.pane_tty, note=_note(pane),
+                           take_typed_ahead=server.can_type())
+    except BaseException:
+        _close(pane)
+        raise
     _retire_holders_of(plan.old_terminal, stats)  # moved before: its old pane has nothing left to show
     apply_modes(carried, pane.pane_tty)  # before the repaint: the alternate screen first, once
     if redraw:
@@ -161,16 +170,15 @@ def _note(pane: Pane) -> str:
             "this terminal can be closed.")
 
 
-def _attach_into_pane(pid: int, server: Multiplexer, placement: str, target: str | None, name: str,
-                      force_stdio: bool, stats: list[proc.Stat]) -> Pane:
+def _attach_into_pane(engine: Apart, pid: int, server: Multiplexer, placement: str, target: str | None,
+                      name: str, force_stdio: bool, stats: list[proc.Stat]) -> Pane:
     plan = survey(pid, force_stdio, stats)  # refuse before any pane exists (attach looks again)
-    with Apart(lambda tty: attach(pid, tty, force_stdio=force_stdio)) as engine:  # safe from our kill -9
-        pane = _open_held_pane(pid, plan.stat.starttime, server, placement, target, name)
-        try:
-            engine.run(pane.pane_tty)
-        except BaseException:
-            _close(pane)
-            raise
+    pane = _open_held_pane(pid, plan.stat.starttime, server, placement, target, name)
+    try:
+        engine.run(attach, pid, pane.pane_tty, force_stdio=force_stdio)  # safe from our kill -9
+    except BaseException:
+        _close(pane)
+        raise
     _retire_holders_of(plan.old_tty, stats)  # adopted before: its old pane has nothing left to show
     return pane
 
@@ -208,7 +216,7 @@ def _retire_holders_of(tty: proc.Tty | None, stats: list[proc.Stat]) -> None:
 
 
 def _steal_into_pane(pid: int, server: Multiplexer, placement: str, target: str | None, name: str,
-                     force_stdio: bool, stats: list[proc.Stat]) -> Pane:
+                     stats: list[proc.Stat]) -> Pane:
     from reptyr_tmux.native_relay import relay_argv
     from reptyr_tmux.pidfd import available as pidfd_getfd_available
     from reptyr_tmux.relay import RELAY_NAME

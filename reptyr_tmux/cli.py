@@ -149,8 +149,8 @@ def _attach_here(pid_text: str, stdio: bool, verbose: bool) -> int:
         tty, ours = os.ttyname(slave), os.fstat(slave).st_rdev
         # Apart from us: a kill -9 of this command must not leave the target half-moved; and if we die
         # before it is done, the move is undone (the relay, we, would be gone).
-        done = run_apart(lambda: attach(pid, tty, force_stdio=stdio, verbose=verbose,
-                                        keep_sighup_ignored=True), undo_if_we_die=True, close=(master, slave))
+        done = run_apart(attach, pid, tty, force_stdio=stdio, verbose=verbose, keep_sighup_ignored=True,
+                         undo_if_we_die=True, close=(master, slave))
     except BaseException:
         os.close(master)
         raise

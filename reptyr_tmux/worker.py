@@ -16,7 +16,7 @@ import os
 import pickle
 import signal
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 from reptyr_tmux.errors import ReptyrError
 from reptyr_tmux.front_end import speak_for
@@ -26,19 +26,20 @@ PR_SET_PDEATHSIG = 1
 PASSED_ON = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def run_apart(call: Callable[[], T], undo_if_we_die: bool = False, close: tuple[int, ...] = ()) -> T:
-    """call() in a child of its own session; its result returned, its exception raised, here.
-    `close`: our fds the child must not keep open (a pty master whose closing means we are gone)."""
-    with Apart(call, undo_if_we_die, close) as engine:
-        return engine.run()
+def run_apart(call: Callable[..., T], *args: object, undo_if_we_die: bool = False,
+              close: tuple[int, ...] = (), **kwargs: object) -> T:
+    """call(*args, **kwargs) in a child of its own session; its result returned, its exception raised,
+    here. `close`: our fds the child must not keep open (a pty master whose closing means we are gone)."""
+    with Apart(undo_if_we_die, close) as engine:
+        return engine.run(call, *args, **kwargs)
 
 
-class Apart(Generic[T]):
-    """The engine's process, started ahead of its work: it loads ptrace's modules while we still open
-    the pane (two things at once on a loaded machine), then waits for run(*args) and does call(*args).
-    Leaving the `with` block without run() ends it untouched (it never held anything)."""
+class Apart:
+    """The engine's process, started ahead of its work: it loads ptrace's modules while we still look
+    at the target and open the pane (two things at once), then does what run() hands it. Leaving the
+    `with` block without run() ends it at once: it never held anything."""
 
-    def __init__(self, call: Callable[..., T], undo_if_we_die: bool = False, close: tuple[int, ...] = ()):
+    def __init__(self, undo_if_we_die: bool = False, close: tuple[int, ...] = ()):
         go_readable, self._go = os.pipe()
         self._outcome, outcome_writable = os.pipe()
         parent, grandparent = os.getpid(), os.getppid()
@@ -50,29 +51,35 @@ class Apart(Generic[T]):
             _become_worker(parent, undo_if_we_die, close)
             import reptyr_tmux.remote  # noqa: F401  (the warm-up)
 
-            args = _read_all(go_readable)
-            if not args:  # never asked: nothing to do
+            job = _read_all(go_readable)
+            if not job:  # never asked: nothing to do
                 os._exit(0)
-            _exit_with(outcome_writable, lambda: call(*pickle.loads(args)))
+            call, args, kwargs = pickle.loads(job)
+            _exit_with(outcome_writable, lambda: call(*args, **kwargs))
         os.close(go_readable)
         os.close(outcome_writable)
+        self._asked = False
 
-    def __enter__(self) -> Apart[T]:
+    def __enter__(self) -> Apart:
         return self
 
     def __exit__(self, *_: object) -> None:
         self._close_go()
         with contextlib.suppress(OSError):
             os.close(self._outcome)
+        if not self._asked:  # still loading, perhaps: it has touched nothing, no need to wait for it
+            os.kill(self.child, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.child, 0)
 
-    def run(self, *args: object) -> T:
+    def run(self, call: Callable[..., T], *args: object, **kwargs: object) -> T:
+        """call(*args, **kwargs) there (a module-level function: it travels by name)."""
+        self._asked = True
         previous = {signum: signal.signal(signum, lambda signum, _frame: _pass_on(self.child, signum))
                     for signum in PASSED_ON}
         try:
             with contextlib.suppress(BrokenPipeError):  # it died: said below
-                _write_all(self._go, pickle.dumps(args))
+                _write_all(self._go, pickle.dumps((call, args, kwargs)))
             self._close_go()
             data = _read_all(self._outcome)
         finally:
