@@ -348,6 +348,9 @@ def main() -> int:
     if not shutil.which("reptyr"):
         print("reptyr is not installed: apt-get install reptyr (benchmark only)", file=sys.stderr)
         return 2
+    import compileall  # as setup.sh does: with PYTHONDONTWRITEBYTECODE, stale bytecode is compiled every run
+
+    compileall.compile_dir(str(ROOT / "reptyr_tmux"), quiet=1)
     tmux("-f", "/dev/null", "new-session", "-d", "-s", "bench", "-x", "120", "-y", "40")
     try:
         print(f"{'measurement':58} {'ours':>9} {'reptyr':>9} {'ours/reptyr':>11}")
