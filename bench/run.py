@@ -5,7 +5,7 @@
 1. attach latency, target a shell's foreground job: command start -> target's /proc tty is the new one
 2. the same, target a session leader (reptyr waits 1 s for a stop that never comes there)
    each as `reptyr-tmux attach` vs `reptyr` in a pty, and `reptyr-tmux adopt` vs `reptyr` in a new
-   tmux window (pane creation included)
+   tmux window (pane creation included); adopt runs as a menu item runs it ($TMUX names the server)
 3. lingering memory of what stays behind per adopted process: our holder vs reptyr's relay
 4. picker listing time with 2,000 extra processes running
 5. output throughput (bench/writer.py: 50 MiB of 100-byte lines in 64 KiB writes, timed by the writer
@@ -55,6 +55,12 @@ def tmux(*args: str) -> str:
     return subprocess.run(["tmux", "-L", SOCKET, *args], capture_output=True, text=True).stdout
 
 
+def as_the_menu() -> dict[str, str]:
+    """The environment a menu item's command runs with: $TMUX names the server (no -L, and no tmux
+    client is needed to learn the server's pid)."""
+    return {**os.environ, "TMUX": tmux("display-message", "-p", "#{socket_path},#{pid},0").strip()}
+
+
 def wait_moved(pid: int, old_tty: int, limit: float = 10.0) -> float:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -93,11 +99,12 @@ def time_in_tmux(argv: list[str], kind: str, new_window: bool) -> float:
     try:
         target = victim(spawner, kind)
         old = target.stat().tty_nr
+        menu = as_the_menu()
         start = time.monotonic()
         if new_window:  # reptyr: a new window that runs it
             tmux("new-window", "-t", "bench", *argv, str(target.pid))
         else:
-            subprocess.Popen([*argv, "-L", SOCKET, "-t", "bench", "--mode", "attach", str(target.pid)],
+            subprocess.Popen([*argv, "-t", "bench", "--mode", "attach", str(target.pid)], env=menu,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         moved = wait_moved(target.pid, old)
         os.kill(target.pid, signal.SIGKILL)
@@ -112,10 +119,10 @@ def time_session_move(how: str) -> float:
     try:
         target = spawner.in_shell(" ".join(ECHO))
         old = os.readlink(f"/proc/{target.pid}/fd/0")
+        menu = as_the_menu()
         start = time.monotonic()
         if how == "ours":
-            subprocess.Popen([*OURS, "adopt", "-L", SOCKET, "-t", "bench", "--mode", "session",
-                              str(target.pid)],
+            subprocess.Popen([*OURS, "adopt", "-t", "bench", "--mode", "session", str(target.pid)], env=menu,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         else:
             tmux("new-window", "-t", "bench", "reptyr", *(["-T"] if how == "-T" else []), str(target.pid))
