@@ -291,17 +291,31 @@ MASKED_WAIT_S = 1
 NATURAL_END = {"ppoll": "0 (ok)", "pselect": "0 (ok)", "sigsuspend": "-1 (Interrupted system call)"}
 
 
+def signal_held_off(pid: int) -> None:
+    """Wait until `pid` is inside its call, the call's mask in force; then send the signal it holds off."""
+    in_call = lambda: proc.has_signal(proc.signal_mask(proc.read_status(pid), "SigBlk"),  # noqa: E731
+                                      signal.SIGUSR1)
+    wait_for(in_call, what="the victim to be inside its call, the call's mask in force")
+    os.kill(pid, signal.SIGUSR1)  # pending: the call's mask holds it off until its time is over
+
+
+def call_ended_as_if_alone(term: Terminal, call: str) -> None:
+    """The call waited its whole time, returned what it would have, and only then was SIGUSR1 handled."""
+    said = term.expect("SIGUSR1 handled at", timeout=MASKED_WAIT_S + 3) + term.expect(" ms")
+    ended = re.search(r"returned (.*) after (\d+) ms; \s*(\d+)$", said)
+    assert ended, said
+    result, after_ms, handled_ms = ended.group(1), int(ended.group(2)), int(ended.group(3))
+    assert result == NATURAL_END[call] and MASKED_WAIT_S * 1000 <= after_ms <= handled_ms, said
+
+
 @pytest.mark.parametrize("fault", [None, "infect"])
 @pytest.mark.parametrize("call", sorted(NATURAL_END))
 def test_a_signal_held_off_by_a_calls_own_mask_waits_for_the_call_to_end(spawn, masked_wait, monkeypatch,
                                                                           call, fault):
-    """SIGUSR1 pending, held off by the call's temporary mask: moved (or failed at infect) in the middle,
-    the call still waits its whole time, returns what it would have, and only then is SIGUSR1 handled."""
+    """SIGUSR1 pending, held off by the call's temporary mask: moved (or failed at infect) in the middle of
+    the call, the program sees what it would have without us."""
     victim = spawn.on_pty([masked_wait, call, str(MASKED_WAIT_S)])
-    in_call = lambda: proc.has_signal(proc.signal_mask(proc.read_status(victim.pid), "SigBlk"),  # noqa: E731
-                                      signal.SIGUSR1)
-    wait_for(in_call, what="the victim to be inside its call, the call's mask in force")
-    os.kill(victim.pid, signal.SIGUSR1)  # pending: the call's mask holds it off until its time is over
+    signal_held_off(victim.pid)
     if fault:
         monkeypatch.setenv("REPTYR_TMUX_FAULT", fault)
     term, slave = new_tty(spawn)
@@ -310,12 +324,19 @@ def test_a_signal_held_off_by_a_calls_own_mask_waits_for_the_call_to_end(spawn, 
             attach(victim.pid, term.slave_path)
     finally:
         os.close(slave)
-    where = victim.term if fault else term
-    said = where.expect("SIGUSR1 handled at", timeout=MASKED_WAIT_S + 3) + where.expect(" ms")
-    ended = re.search(r"returned (.*) after (\d+) ms; \s*(\d+)$", said)
-    assert ended, said
-    result, after_ms, handled_ms = ended.group(1), int(ended.group(2)), int(ended.group(3))
-    assert result == NATURAL_END[call] and MASKED_WAIT_S * 1000 <= after_ms <= handled_ms, said
+    call_ended_as_if_alone(victim.term if fault else term, call)
+
+
+@pytest.mark.parametrize("call", ["pselect", "sigsuspend"])
+def test_a_calls_own_mask_is_kept_in_a_session_move(spawn, shell, masked_wait, call):
+    from test_session import move
+
+    shell.run(f"{masked_wait} {call} {MASKED_WAIT_S}", ready="ready")
+    job = wait_for(lambda: next((s.pid for s in proc.all_stats() if s.ppid == shell.pid), None),
+                   what="the job")
+    signal_held_off(job)
+    term, _ = move(spawn, shell, job)
+    call_ended_as_if_alone(term, call)
 
 
 def fd_limit(pid: int, limit: int) -> None:
@@ -354,3 +375,34 @@ def test_a_parent_blocked_in_vfork_is_refused_as_uninterruptible(spawn, vfork_pa
     refused_untouched(spawn, victim, Refusal, "uninterruptible wait .state D. for the child it vforked")
     with pytest.raises(Refusal, match="uninterruptible"):
         survey_session(victim.pid)  # (adopt's session mode)
+
+
+# Seizes the pid it is given with a SIGTERM to itself pending (held, as the engine holds it while it works).
+SEIZE_ASKED_TO_STOP = """
+import signal, sys, time
+from reptyr_tmux.remote import RemoteProcess
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+signal.raise_signal(signal.SIGTERM)
+started = time.monotonic()
+try:
+    RemoteProcess.infect(int(sys.argv[1]))
+except Exception as e:
+    print(f"{time.monotonic() - started:.2f} {type(e).__name__}: {e}")
+"""
+
+
+def test_a_target_that_never_stops_is_given_up_soon_once_we_are_asked_to_stop(spawn, vfork_parent):
+    """Seized while it cannot stop (here: in vfork, the survey's look skipped): with a SIGTERM to us
+    pending, we give up within a second, say why, and once we are gone it is nobody's and unchanged."""
+    from reptyr_tmux.remote import ANSWER_WITHIN_S
+
+    victim = spawn.on_pty([vfork_parent])
+    wait_for(lambda: victim.stat().state == "D", what="the parent to wait for its vfork child")
+    before = untouched(victim.pid)
+    said = subprocess.run([sys.executable, "-c", SEIZE_ASKED_TO_STOP, str(victim.pid)], capture_output=True,
+                          text=True, timeout=30).stdout
+    took, _, error = said.partition(" ")
+    assert error.startswith("Refusal: ") and "uninterruptible" in error, said
+    assert float(took) < 3 * ANSWER_WITHIN_S, said
+    assert proc.read_status(victim.pid)["TracerPid"] == "0" and untouched(victim.pid) == before
+    assert victim.stat().state == "D"
