@@ -102,7 +102,7 @@ class RemoteProcess:
         pending, with all its information, and is delivered as usual after we let go.
 
         Its architecture is read only once it is stopped: until then it may exec a program of another
-        one (a 64-bit shell script runner starting a 32-bit program), and a syscall made the other
+        one (a 64-bit launcher exec'ing a 32-bit program), and a syscall made the other
         architecture's way faults (SIGILL) or runs some other call."""
         try:
             pt.ptrace(PTRACE_SEIZE, pid, 0, OPTIONS)
@@ -183,7 +183,7 @@ class RemoteProcess:
         returns. A signal only that temporary mask held off waits for the call's end, as it would have;
         put back earlier, it would be delivered at once and the call would return EINTR. (ppoll and
         pselect wrote the time left into the program's timeout, so the call waits only the rest.)"""
-        self._run_to_syscall_stop("the restarted call")
+        self._run_to_syscall_stop("its own, restarted")
 
     def _set_sigmask(self, value: int | None) -> None:
         if value is not None:
@@ -447,8 +447,8 @@ def _not_stopping(pid: int) -> Refusal | None:
 
 def _fault(pid: int, call: str, signum: int) -> ReptyrError:
     name = signal.Signals(signum).name
-    return ReptyrError(f"process {pid} faulted ({name}) making the {call} call we gave it; it was given "
-                       f"back, but its own {name} handler may now be the default one. Please report this")
+    return ReptyrError(f"process {pid} faulted ({name}) in a syscall we made it run ({call}); it was given "
+                       f"back, but its own {name} handler may now be the default one: please report this")
 
 
 def _asked_to_stop() -> bool:
