@@ -65,8 +65,8 @@ def attach(pid: int, tty_path: str, force_stdio: bool = False, verbose: bool = F
             with tx:
                 own_sighup, moved_fds = _move(tx, plan, tty_path, keep_sighup_ignored=shell is not None)
         except ReptyrError as e:
-            if tx.undo_errors and not isinstance(e, TargetGone):  # a dead target needs no undoing
-                e.args = (f"{e.args[0]} (and could not undo: {'; '.join(tx.undo_errors)})",)
+            if not isinstance(e, TargetGone):  # a dead target needs no undoing
+                e.args = (_what_is_left(e.args[0], pid, tx),)
             raise
         if _hung_up(tty_path):  # closed right after the move, while SIGHUP was still ignored: pass it on
             _send(pid, signal.SIGHUP)
@@ -77,6 +77,19 @@ def attach(pid: int, tty_path: str, force_stdio: bool = False, verbose: bool = F
     return Attached(pid=pid, old_tty=proc.tty_name(plan.stat.tty_dev), new_tty=tty_path, fds=moved_fds,
                     new_session=not plan.session_leader, stopped_job=stopped_job, steps=tx.steps_done,
                     own_sighup=own_sighup if shell else None, old_shell=shell)
+
+
+def _what_is_left(error: str, pid: int, tx: Transaction) -> str:
+    """The error, and what the program was left with when not everything could be given back."""
+    if tx.undo_errors:
+        error = f"{error} (and could not undo: {'; '.join(tx.undo_errors)})"
+    if "setsid" in tx.steps_done:  # (not quite "as it was", then)
+        for as_it_was in ("; the target was left as it was", "; the process was left as it was"):
+            error = error.removesuffix(as_it_was)
+        error += (f"; process {pid} keeps running on its old terminal, but in a session of its own (Linux "
+                  "cannot undo setsid), so ^C and ^Z typed there no longer reach it: signal it by its pid "
+                  f"instead (kill -INT {pid})")
+    return error
 
 
 def _old_shell(plan: Plan, stats: list[proc.Stat]) -> int | None:
@@ -191,7 +204,13 @@ def _leave_own_group(tx: Transaction, target: RemoteProcess) -> None:
     dummy = tx.step("fork-dummy", lambda: _fork_dummy(target), lambda d: _end_dummy(target, d), always=True)
     tx.step("dummy-own-group", lambda: dummy.remote.syscall("setpgid", 0, 0))
     tx.step("join-dummy-group", lambda: target.syscall("setpgid", 0, dummy.pid_inside),
-            lambda _: target.syscall("setpgid", 0, 0))
+            lambda _: _lead_own_group_again(tx, target))
+
+
+def _lead_own_group_again(tx: Transaction, target: RemoteProcess) -> None:
+    if "setsid" in tx.steps_done:
+        return  # setsid made it the leader of a group of its own again (pgid = pid), in a new session
+    target.syscall("setpgid", 0, 0)
 
 
 def _fork_dummy(target: RemoteProcess) -> Dummy:

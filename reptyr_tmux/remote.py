@@ -56,13 +56,22 @@ SYSCALL_STOP = signal.SIGTRAP | 0x80
 PTRACE_GETSIGMASK = 0x420A
 PTRACE_SETSIGMASK = 0x420B
 PTRACE_GETEVENTMSG = 0x4201
+PTRACE_GETREGSET, NT_PRSTATUS = 0x4204, 1
 # Only while we clone our dummy do we follow clones: following the target's own forks would stop
 # its children (and deadlock a vfork) whenever it happens to fork while we hold it.
 OPTIONS = pt.PTRACE_O_TRACESYSGOOD
 OPTIONS_FOR_DUMMY = OPTIONS | pt.PTRACE_O_TRACECLONE
 ALL_SIGNALS = (1 << 64) - 1
-STOP_WITHIN_S = 5.0
+STOP_WITHIN_S = 5.0  # the longest we wait for any one stop of a process we hold
+ANSWER_WITHIN_S = 0.5  # ...or, once a SIGINT/SIGTERM/SIGHUP to us is pending, this long
+ASKED_TO_STOP = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}  # (held pending by transaction.py)
+# Signals the kernel forces on a fault even when they are blocked: in a syscall we made, they mean
+# the call could not be made that way (never something to hand on to the program afterwards).
+FAULTS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGTRAP, signal.SIGSYS}
 PAGE = 4096
+# -ERESTARTSYS, -ERESTARTNOINTR, -ERESTARTNOHAND, -ERESTART_RESTARTBLOCK: the kernel restarts the call
+# on the way out when no handler runs (for the last, through restart_syscall).
+RESTARTED_CALLS = {512, 513, 514, 516}
 MINUS_ONE_64 = (1 << 64) - 1  # "no syscall in progress", so the kernel's restart logic stays out
 
 
@@ -80,6 +89,7 @@ class RemoteProcess:
         self.injected = False
         self.deferred_signals: list[int] = []
         self.saved_mask: int | None = None
+        self.call_mask: int | None = None  # the mask in force when seized (a call's temporary one)
         self.clones: list[int] = []  # pids (ours) of children it cloned while we followed clones
         self._mem = os.open(f"/proc/{pid}/mem", os.O_RDWR)
         self.insn_addr = parent.insn_addr if parent else self._find_syscall_insn()
@@ -89,21 +99,22 @@ class RemoteProcess:
     def infect(cls, pid: int) -> RemoteProcess:
         """Seize the target without sending it a signal, stop it, save its registers, and block
         its signals (ptrace's own mask, given back by cure): a signal that arrives meanwhile stays
-        pending, with all its information, and is delivered as usual after we let go."""
-        try:
-            arch = arch_of_elf(proc.exe_header(pid))
-        except FileNotFoundError:
-            raise TargetGone(f"process {pid} exited before we could attach to it") from None
-        if arch is None:
-            raise Refusal(f"process {pid} runs a program of an architecture this tool does not know")
+        pending, with all its information, and is delivered as usual after we let go.
+
+        Its architecture is read only once it is stopped: until then it may exec a program of another
+        one (a 64-bit launcher exec'ing a 32-bit program), and a syscall made the other
+        architecture's way faults (SIGILL) or runs some other call."""
         try:
             pt.ptrace(PTRACE_SEIZE, pid, 0, OPTIONS)
         except pt.PtraceError as e:
             raise _seize_error(pid, e.errno) from None
         try:
             pt.ptrace(PTRACE_INTERRUPT, pid)
-            _run_to_interrupt_stop(pid, deliver=True)
-            target = cls(pid, arch)
+            try:
+                _run_to_interrupt_stop(pid, deliver=True)
+            except DidNotStop as e:
+                raise _not_stopping(pid) or e from None
+            target = cls(pid, arch_of_stopped(pid))
             target._block_signals()
             return target
         except BaseException:
@@ -134,6 +145,8 @@ class RemoteProcess:
         finally:
             try:
                 pt.ptrace_setregs(self.pid, self.saved)
+                if self.call_mask != self.saved_mask and self._restarts_its_call():
+                    self._reenter_its_call()
                 self._set_sigmask(self.saved_mask)
                 pt.ptrace_detach(self.pid, 0)
             except pt.PtraceError as e:
@@ -148,10 +161,29 @@ class RemoteProcess:
                 os.kill(self.pid, signum)
 
     def _block_signals(self) -> None:
+        """PTRACE_GETSIGMASK reports the program's own mask; inside ppoll/pselect/epoll_pwait/sigsuspend
+        the one in force (SigBlk) is the call's temporary one, and the kernel keeps the program's aside
+        to put back when the call ends. Blocking everything drops that arrangement: cure rebuilds it."""
+        self.call_mask = proc.signal_mask(proc.read_status(self.pid), "SigBlk")
         mask = ctypes.c_uint64()
         pt.ptrace(PTRACE_GETSIGMASK, self.pid, 8, ctypes.addressof(mask))
         self.saved_mask = mask.value
         self._set_sigmask(ALL_SIGNALS)
+
+    def _restarts_its_call(self) -> bool:
+        """Seized in a call the kernel restarts when it is let go (-ERESTART*: ppoll, sigsuspend...)."""
+        regs, arch = self.saved, self.arch
+        return (arch.orig_nr_reg is not None and arch.signed(getattr(regs, arch.orig_nr_reg)) >= 0
+                and -arch.signed(getattr(regs, arch.ret_reg)) in RESTARTED_CALLS)
+
+    def _reenter_its_call(self) -> None:
+        """Let the kernel restart the call while every signal is still blocked, and stop it as it enters
+        the call again (the very next instruction): the program's own mask goes back *there*, so the
+        call itself sets its temporary mask again over it, saving the program's to put back when it
+        returns. A signal only that temporary mask held off waits for the call's end, as it would have;
+        put back earlier, it would be delivered at once and the call would return EINTR. (ppoll and
+        pselect wrote the time left into the program's timeout, so the call waits only the rest.)"""
+        self._run_to_syscall_stop("its own, restarted")
 
     def _set_sigmask(self, value: int | None) -> None:
         if value is not None:
@@ -162,10 +194,9 @@ class RemoteProcess:
         """For our own short-lived dummy child only: end it and collect its ptrace exit report."""
         os.close(self._mem)
         os.kill(self.pid, signal.SIGKILL)
-        while True:
-            _, status = os.waitpid(self.pid, WALL)
-            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                return
+        with suppress(TargetGone):
+            while True:
+                _wait_stopped(self.pid)  # (stops a SIGKILLed process may still report on its way out)
 
     def _return_to_signal_stop(self) -> None:
         """Park the target in a stop inside the kernel's signal handling (PTRACE_EVENT_STOP).
@@ -206,14 +237,18 @@ class RemoteProcess:
             setattr(regs, arch.orig_nr_reg, MINUS_ONE_64)
         self.injected = True
         pt.ptrace_setregs(self.pid, regs)
-        self._run_to_syscall_stop()  # entry
-        self._run_to_syscall_stop()  # exit
+        self._run_to_syscall_stop(name)  # entry
+        self._run_to_syscall_stop(name)  # exit
         return arch.signed(getattr(pt.ptrace_getregs(self.pid), arch.ret_reg))
 
-    def _run_to_syscall_stop(self) -> None:
+    def _run_to_syscall_stop(self, name: str) -> None:
+        deadline = time.monotonic() + STOP_WITHIN_S
         while True:
             pt.ptrace_syscall(self.pid, 0)
-            if self._note_stop(_wait_stopped(self.pid)):
+            status = _wait_stopped(self.pid, deadline)
+            if os.WSTOPSIG(status) in FAULTS and status >> 16 == 0:
+                raise _fault(self.pid, name, os.WSTOPSIG(status))
+            if self._note_stop(status):
                 return
 
     def _note_stop(self, status: int) -> bool:
@@ -302,6 +337,34 @@ class RemoteProcess:
         raise RemoteError("finding a syscall instruction", 8)
 
 
+def arch_of_stopped(pid: int) -> Arch:
+    """The architecture the stopped `pid` runs now: its executable names the machine (read now, when it
+    can no longer exec), and the kernel's own view of its registers tells 32-bit code from 64-bit (a
+    32-bit task gets a smaller register set): the two must agree, or no syscall can be made safely."""
+    try:
+        arch = arch_of_elf(proc.exe_header(pid))
+    except FileNotFoundError:
+        raise TargetGone(f"process {pid} exited before we could attach to it") from None
+    except PermissionError:
+        raise Refusal(f"process {pid}'s program cannot be read, so its architecture is unknown; "
+                      "run this as root") from None
+    if arch is None:
+        raise Refusal(f"process {pid} runs a program of an architecture this tool does not know")
+    if _register_word(pid) != arch.word:
+        raise Refusal(f"process {pid} runs {8 * _register_word(pid)}-bit code although its program is "
+                      f"{arch.name} (it switched modes itself, as Wine does); it cannot be moved safely")
+    return arch
+
+
+def _register_word(pid: int) -> int:
+    """Bytes in a register of the stopped `pid`, as the kernel sees it now: a compat (32-bit) task's
+    NT_PRSTATUS register set is smaller than a native one's."""
+    native = pt.ptrace_registers_t()
+    iov = pt.iovec_struct(ctypes.addressof(native), ctypes.sizeof(native))
+    pt.ptrace(PTRACE_GETREGSET, pid, NT_PRSTATUS, ctypes.addressof(iov))
+    return ctypes.sizeof(ctypes.c_void_p) if iov.len == ctypes.sizeof(native) else 4
+
+
 def set_disposition(pid: int, signum: int, action: bytes | None) -> bytes:
     """Seize `pid` for a moment to set its action for `signum` (SIG_IGN when `action` is None, else an
     action as ignore_signal returned it); return the action it had."""
@@ -343,15 +406,21 @@ def release_threads(tids: list[int]) -> None:
         _detach_quietly(tid)
 
 
-def _wait_stopped(pid: int) -> int:
-    """The next ptrace stop of `pid`, or an error after STOP_WITHIN_S (never hang holding it)."""
-    deadline, naps = time.monotonic() + STOP_WITHIN_S, 0
+def _wait_stopped(pid: int, deadline: float | None = None) -> int:
+    """The next ptrace stop of `pid`. Never a hang while we hold it: after STOP_WITHIN_S (or `deadline`),
+    or ANSWER_WITHIN_S once a signal to us asks us to stop, it is halted where it is (so the undos
+    find it stopped) and an error is raised."""
+    started = time.monotonic()
+    deadline, naps = deadline or started + STOP_WITHIN_S, 0
     while True:
         waited, status = os.waitpid(pid, WALL | os.WNOHANG)
         if waited:
             break
-        if time.monotonic() > deadline:
-            raise ReptyrError(f"process {pid} did not stop for us within {STOP_WITHIN_S:g} s")
+        now = time.monotonic()
+        if now > deadline or (naps > 50 and now > started + ANSWER_WITHIN_S and _asked_to_stop()):
+            _halt(pid)
+            raise DidNotStop(f"process {pid} did not stop for us within {now - started:.1f} s (it may be "
+                              "blocked in the kernel)")
         naps += 1
         time.sleep(0 if naps < 50 else 0.0002)
     if os.WIFEXITED(status) or os.WIFSIGNALED(status):
@@ -359,11 +428,52 @@ def _wait_stopped(pid: int) -> int:
     return status
 
 
+class DidNotStop(ReptyrError):
+    """A process we hold did not reach the stop we waited for, within the bound."""
+
+
+def _not_stopping(pid: int) -> Refusal | None:
+    """Why a process we just seized does not stop, when the kernel says: an uninterruptible wait (a parent
+    that vforked, a hung disk or NFS call). Nothing was changed in it; once we exit it is let go."""
+    try:
+        if proc.read_stat(pid).state != "D":
+            return None
+    except OSError:
+        return None
+    return Refusal(f"process {pid} is in an uninterruptible wait in the kernel (state D, e.g. a parent "
+                   "waiting for its vfork child, or a hung disk) and did not stop for us; nothing was "
+                   "changed: try again once it is out of it", short="uninterruptible")
+
+
+def _fault(pid: int, call: str, signum: int) -> ReptyrError:
+    name = signal.Signals(signum).name
+    return ReptyrError(f"process {pid} faulted ({name}) in a syscall we made it run ({call}); it was given "
+                       f"back, but its own {name} handler may now be the default one: please report this")
+
+
+def _asked_to_stop() -> bool:
+    return bool(signal.sigpending() & ASKED_TO_STOP)
+
+
+def _halt(pid: int) -> None:
+    """Stop a tracee that runs when it should not (a call that does not return) and collect the stop,
+    within a bound: the undos that follow need it stopped."""
+    with suppress(pt.PtraceError):
+        pt.ptrace(PTRACE_INTERRUPT, pid)
+    deadline = time.monotonic() + ANSWER_WITHIN_S
+    while time.monotonic() < deadline:
+        with suppress(ChildProcessError):
+            if os.waitpid(pid, WALL | os.WNOHANG)[0]:
+                return
+        time.sleep(0.001)
+
+
 def _run_to_interrupt_stop(pid: int, deliver: bool, note=None) -> None:
     """Wait for our PTRACE_INTERRUPT's stop. Stops that come first are carried on from: a signal
     is delivered as it would have been (`deliver`) or handed to `note`."""
+    deadline = time.monotonic() + STOP_WITHIN_S
     while True:
-        status = _wait_stopped(pid)
+        status = _wait_stopped(pid, deadline)
         if status >> 16 == PTRACE_EVENT_STOP:
             return
         signum = os.WSTOPSIG(status) if status >> 16 == 0 else 0

@@ -157,6 +157,10 @@ def refuse_unmovable(stat: proc.Stat, status: dict[str, str]) -> None:
     if stat.state in ("Z", "X"):
         raise Refusal(f"process {who} has already exited (a zombie waiting for its parent); "
                       "there is nothing left to move", short="exited")
+    if stat.state == "D" and _waits_for_vfork_child(stat.pid):
+        raise Refusal(f"process {who} is in an uninterruptible wait (state D) for the child it vforked, "
+                      "which has not started its program yet; it cannot be stopped until that child execs or "
+                      "exits: try again then", short="uninterruptible (vfork)")
     if stat.comm in OUR_OWN:
         raise Refusal(f"process {who} is reptyr-tmux's own pane process (it holds a pane for an adopted "
                       "program); adopt that program instead", short="reptyr-tmux's own")
@@ -176,6 +180,20 @@ def refuse_unmovable(stat: proc.Stat, status: dict[str, str]) -> None:
         raise Refusal(f"not allowed to trace process {who}: it runs setuid or setgid, or its program may "
                       "not be read (Linux shows such a process as root's); run this as root",
                       short="setuid: root only")
+
+
+# Where the kernel shows a parent blocked in vfork() (/proc/PID/wchan), by kernel version.
+VFORK_WAITS = {"kernel_clone", "_do_fork", "do_fork", "wait_for_vfork_done"}
+
+
+def _waits_for_vfork_child(pid: int) -> bool:
+    """A vfork parent sleeps uninterruptibly until its child execs or exits, however long that takes; other
+    waits in state D (a disk, NFS) are short, and infect waits them out (bounded)."""
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            return f.read().strip() in VFORK_WAITS
+    except OSError:
+        return False
 
 
 def traceable_by_us(stat: proc.Stat, status: dict[str, str]) -> bool:

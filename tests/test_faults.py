@@ -105,6 +105,26 @@ def test_fault_in_shell_job_is_undone(spawn, monkeypatch, step):
     victim.term.expect("got: old terminal")
 
 
+@pytest.mark.parametrize("step", ONE_WAY)
+def test_a_failure_after_setsid_says_what_the_program_was_left_with(spawn, monkeypatch, step):
+    """Past setsid the undo cannot give its session back: one sentence says so and what to do, instead of
+    an undo of the group change that cannot apply any more ("setpgid failed inside the target")."""
+    victim = spawn.in_shell(" ".join(ECHO))
+    monkeypatch.setenv("REPTYR_TMUX_FAULT", step)
+    term, slave = spawn.new_terminal()
+    try:
+        with pytest.raises(InjectedFault) as failed:
+            attach(victim.pid, os.ttyname(slave))
+    finally:
+        os.close(slave)
+    said = str(failed.value)
+    assert "could not undo" not in said and "inside the target" not in said, said
+    assert said.endswith(f"keeps running on its old terminal, but in a session of its own (Linux cannot undo "
+                         "setsid), so ^C and ^Z typed there no longer reach it: signal it by its pid instead "
+                         f"(kill -INT {victim.pid})"), said
+    assert said.count(". ") == 0  # one sentence
+
+
 @pytest.mark.parametrize("step", ["infect", "open-tty", "set-ctty", "dup-over-2"])
 def test_fault_in_32bit_target_is_undone(spawn, monkeypatch, echo32, step):
     undone_on_its_old_terminal(spawn, spawn.on_pty([echo32]), step, monkeypatch)

@@ -6,9 +6,12 @@ from __future__ import annotations
 import contextlib
 import os
 import pty
+import re
+import select
 import signal
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 from conftest import CLI, ECHO, VICTIMS, Terminal, wait_for
@@ -210,25 +213,130 @@ def test_a_relay_whose_program_is_taken_elsewhere_says_so_and_fails(spawn):
 
 
 @pytest.fixture(scope="session")
+def arch_flipper(tmp_path_factory) -> tuple[str, str]:
+    """The victim's 64-bit and 32-bit static builds (gcc-multilib)."""
+    from conftest import build_c
+
+    return (build_c(tmp_path_factory, "arch_flipper.c", "-static"),
+            build_c(tmp_path_factory, "arch_flipper.c", "-static", "-m32"))
+
+
+# Moves the pid it is given to each terminal named on its stdin; one line of outcome per terminal:
+# moved, or the error's class and sentence.
+ATTACH_DRIVER = """
+import sys
+from reptyr_tmux.attach import attach
+from reptyr_tmux.errors import ReptyrError
+for tty in sys.stdin:
+    try:
+        attach(int(sys.argv[1]), tty.strip())
+        print("moved", flush=True)
+    except ReptyrError as e:
+        print(f"{type(e).__name__}: {e}", flush=True)
+"""
+ARCH_ATTEMPTS = 40
+ANSWER_S = 15
+
+
+def generation(pid: int) -> str:
+    """The arch flipper's count of execs (its cmdline reads empty while it execs)."""
+    return "".join(proc.cmdline(pid)[3:4])
+
+
+def test_a_program_that_execs_between_architectures_is_moved_or_refused_never_harmed(spawn, arch_flipper):
+    """It execs 64-bit, 32-bit, 64-bit... all the time: the architecture is read from the stopped process,
+    so no call is made the other architecture's way (a SIGILL, a spinning target, another call run)."""
+    bits64, bits32 = arch_flipper
+    victim = spawn.on_pty([bits64, bits32, bits64])
+    ignored = proc.read_status(victim.pid)["SigIgn"]
+    driver = subprocess.Popen([sys.executable, "-c", ATTACH_DRIVER, str(victim.pid)], text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    outcomes: Counter[str] = Counter()
+    try:
+        for _ in range(ARCH_ATTEMPTS):
+            term, slave = new_tty(spawn)
+            before = proc.fd_target(victim.pid, 0)
+            driver.stdin.write(term.slave_path + "\n")
+            driver.stdin.flush()
+            ready, _, _ = select.select([driver.stdout], [], [], ANSWER_S)
+            os.close(slave)
+            assert ready, f"an attach still runs after {ANSWER_S} s"
+            said = driver.stdout.readline().strip()
+            # Refused means nothing was done; any other error, that a call ran in it and failed.
+            assert said.startswith(("moved", "Refusal: ")), f"neither moved nor refused: {said!r}"
+            status = proc.read_status(victim.pid)
+            assert victim.alive() and status["TracerPid"] == "0"
+            assert (status["SigBlk"], status["SigIgn"]) == ("0" * 16, ignored)  # (both survive exec)
+            assert proc.fd_target(victim.pid, 0) == (term.slave_path if said == "moved" else before), said
+            was = generation(victim.pid)
+            wait_for(lambda was=was: generation(victim.pid) != was, what="the victim to exec on")
+            outcomes[said] += 1
+    finally:
+        driver.kill()
+        driver.wait()
+        driver.stdin.close()
+        driver.stdout.close()
+    print(dict(outcomes))
+
+
+@pytest.fixture(scope="session")
 def masked_wait(tmp_path_factory) -> str:
     from conftest import build_c
 
     return build_c(tmp_path_factory, "masked_wait.c")
 
 
-@pytest.mark.xfail(strict=True, reason="README, Limits: a temporary signal mask is lost (issue 12 item 5)")
-def test_a_signal_held_off_by_ppolls_own_mask_waits_for_the_call_to_end(spawn, masked_wait):
-    victim = spawn.on_pty([masked_wait, "ppoll", "2"])
-    in_ppoll = lambda: proc.has_signal(proc.signal_mask(proc.read_status(victim.pid), "SigBlk"),  # noqa: E731
-                                       signal.SIGUSR1)
-    wait_for(in_ppoll, what="the victim to be inside ppoll, its mask in force")
-    os.kill(victim.pid, signal.SIGUSR1)  # pending: ppoll's mask holds it off until the 2 s are over
+MASKED_WAIT_S = 1
+# What each call returns when its wait ends by itself (sigsuspend always ends with EINTR: SIGALRM).
+NATURAL_END = {"ppoll": "0 (ok)", "pselect": "0 (ok)", "sigsuspend": "-1 (Interrupted system call)"}
+
+
+def signal_held_off(pid: int) -> None:
+    """Wait until `pid` is inside its call, the call's mask in force; then send the signal it holds off."""
+    in_call = lambda: proc.has_signal(proc.signal_mask(proc.read_status(pid), "SigBlk"),  # noqa: E731
+                                      signal.SIGUSR1)
+    wait_for(in_call, what="the victim to be inside its call, the call's mask in force")
+    os.kill(pid, signal.SIGUSR1)  # pending: the call's mask holds it off until its time is over
+
+
+def call_ended_as_if_alone(term: Terminal, call: str) -> None:
+    """The call waited its whole time, returned what it would have, and only then was SIGUSR1 handled."""
+    said = term.expect("SIGUSR1 handled at", timeout=MASKED_WAIT_S + 3) + term.expect(" ms")
+    ended = re.search(r"returned (.*) after (\d+) ms; \s*(\d+)$", said)
+    assert ended, said
+    result, after_ms, handled_ms = ended.group(1), int(ended.group(2)), int(ended.group(3))
+    assert result == NATURAL_END[call] and MASKED_WAIT_S * 1000 <= after_ms <= handled_ms, said
+
+
+@pytest.mark.parametrize("fault", [None, "infect"])
+@pytest.mark.parametrize("call", sorted(NATURAL_END))
+def test_a_signal_held_off_by_a_calls_own_mask_waits_for_the_call_to_end(spawn, masked_wait, monkeypatch,
+                                                                          call, fault):
+    """SIGUSR1 pending, held off by the call's temporary mask: moved (or failed at infect) in the middle of
+    the call, the program sees what it would have without us."""
+    victim = spawn.on_pty([masked_wait, call, str(MASKED_WAIT_S)])
+    signal_held_off(victim.pid)
+    if fault:
+        monkeypatch.setenv("REPTYR_TMUX_FAULT", fault)
     term, slave = new_tty(spawn)
     try:
-        attach(victim.pid, term.slave_path)
+        with pytest.raises(ReptyrError) if fault else contextlib.nullcontext():
+            attach(victim.pid, term.slave_path)
     finally:
         os.close(slave)
-    assert "ppoll returned 0 (ok)" in term.expect("SIGUSR1 handled", timeout=5)
+    call_ended_as_if_alone(victim.term if fault else term, call)
+
+
+@pytest.mark.parametrize("call", ["pselect", "sigsuspend"])
+def test_a_calls_own_mask_is_kept_in_a_session_move(spawn, shell, masked_wait, call):
+    from test_session import move
+
+    shell.run(f"{masked_wait} {call} {MASKED_WAIT_S}", ready="ready")
+    job = wait_for(lambda: next((s.pid for s in proc.all_stats() if s.ppid == shell.pid), None),
+                   what="the job")
+    signal_held_off(job)
+    term, _ = move(spawn, shell, job)
+    call_ended_as_if_alone(term, call)
 
 
 def fd_limit(pid: int, limit: int) -> None:
@@ -250,3 +358,51 @@ def test_no_free_fd_is_one_sentence_and_no_change(spawn):
     fds = set(proc.open_fds(victim.pid))
     fd_limit(victim.pid, next(n for n in range(1024) if n not in fds))  # every fd it may open is taken
     refused_untouched(spawn, victim, ReptyrError, "no free file descriptor")
+
+
+@pytest.fixture(scope="session")
+def vfork_parent(tmp_path_factory) -> str:
+    from conftest import build_c
+
+    return build_c(tmp_path_factory, "vfork_parent.c")
+
+
+def test_a_parent_blocked_in_vfork_is_refused_as_uninterruptible(spawn, vfork_parent):
+    from reptyr_tmux.session import survey_session
+
+    victim = spawn.on_pty([vfork_parent])
+    wait_for(lambda: victim.stat().state == "D", what="the parent to wait for its vfork child")
+    refused_untouched(spawn, victim, Refusal, "uninterruptible wait .state D. for the child it vforked")
+    with pytest.raises(Refusal, match="uninterruptible"):
+        survey_session(victim.pid)  # (adopt's session mode)
+
+
+# Seizes the pid it is given with a SIGTERM to itself pending (held, as the engine holds it while it works).
+SEIZE_ASKED_TO_STOP = """
+import signal, sys, time
+from reptyr_tmux.remote import RemoteProcess
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+signal.raise_signal(signal.SIGTERM)
+started = time.monotonic()
+try:
+    RemoteProcess.infect(int(sys.argv[1]))
+except Exception as e:
+    print(f"{time.monotonic() - started:.2f} {type(e).__name__}: {e}")
+"""
+
+
+def test_a_target_that_never_stops_is_given_up_soon_once_we_are_asked_to_stop(spawn, vfork_parent):
+    """Seized while it cannot stop (here: in vfork, the survey's look skipped): with a SIGTERM to us
+    pending, we give up within a second, say why, and once we are gone it is nobody's and unchanged."""
+    from reptyr_tmux.remote import ANSWER_WITHIN_S
+
+    victim = spawn.on_pty([vfork_parent])
+    wait_for(lambda: victim.stat().state == "D", what="the parent to wait for its vfork child")
+    before = untouched(victim.pid)
+    said = subprocess.run([sys.executable, "-c", SEIZE_ASKED_TO_STOP, str(victim.pid)], capture_output=True,
+                          text=True, timeout=30).stdout
+    took, _, error = said.partition(" ")
+    assert error.startswith("Refusal: ") and "uninterruptible" in error, said
+    assert float(took) < 3 * ANSWER_WITHIN_S, said
+    assert proc.read_status(victim.pid)["TracerPid"] == "0" and untouched(victim.pid) == before
+    assert victim.stat().state == "D"

@@ -34,8 +34,8 @@ def test_target_that_forks_all_the_time(spawn, how):
     for _ in range(300):
         try:
             term = move(spawn, victim)
-        except Refusal as e:  # a child happened to exist at that instant: refused untouched
-            assert "shares its process group" in str(e)
+        except Refusal as e:  # a child happened to exist at that instant (vforked: not yet run): untouched
+            assert "shares its process group" in str(e) or "uninterruptible" in str(e)
             continue
         moved += 1
         term.write(f"round {moved}\n".encode())
