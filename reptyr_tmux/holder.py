@@ -327,6 +327,12 @@ def _private_dir(directory: str) -> str | None:
     return resolved if resolved is not None and os.lstat(resolved).st_uid == os.geteuid() else None
 
 
+def private_cache_dir() -> str | None:
+    """The best cache directory that qualifies (see _private_dir), for other files of ours that tmux
+    reads or runs by path (the fzf picker's list); None if none does."""
+    return next(filter(None, map(_private_dir, _cache_dirs())), None)
+
+
 def _holds(path: str, image: bytes) -> bool:
     """True if `path` is our own regular, executable file with exactly `image` in it."""
     try:

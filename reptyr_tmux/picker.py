@@ -30,7 +30,9 @@ REASON_WIDTH = 30  # a greyed row's reason, in whole words; the command line giv
 YOUNG_TICKS = os.sysconf("SC_CLK_TCK")  # children younger than a second are a loop's steps, gone soon
 SSH_CLIENTS = frozenset({"ssh", "mosh-client"})  # the user's way out to (or in from) elsewhere
 OPTION_DEFAULTS = {"@reptyr-placement": "window", "@reptyr-redraw": "on",
-                   "@reptyr-remain-on-exit": "off", "@reptyr-pick-all": "off", "@reptyr-modes": "auto"}
+                   "@reptyr-remain-on-exit": "off", "@reptyr-pick-all": "off", "@reptyr-modes": "auto",
+                   "@reptyr-picker": "auto"}
+PICKERS = ("menu", "fzf", "auto")  # auto: the fzf popup where it works and the menu would be cut short
 
 
 class Candidate(NamedTuple):
@@ -84,7 +86,7 @@ def candidates(exclude_ttys: set[proc.Tty], include_all: bool = False, enough: i
         mode, refusal = _verdict(stat.pid, tty is None, stats)
         found.append(Candidate(
             pid=stat.pid, starttime=stat.starttime, tty=proc.tty_name(stat.tty_dev),
-            elapsed=_elapsed(scan.now_ticks - stat.starttime), command=_command(stat),
+            elapsed=_elapsed(scan.now_ticks - stat.starttime), command=command_of(stat),
             stdio=tty is None, refusal=refusal, mode=mode))
     found.sort(key=lambda c: (c.stdio, c.refusal is not None))
     return found
@@ -112,20 +114,31 @@ def menu_arguments(found: list[Candidate], adopt_argv: list[str], client: tuple[
     """display-menu arguments: a title, then name/key/command triples. tmux shows no menu at all
     that is taller or wider than the client (rows, columns), so the rows are cut to fit it."""
     width = min(MENU_WIDTH, client[1] - 4)
-    room = client[0] - 2 - 1  # the border, and a line saying how many were left out
-    usable = [c for c in found if c.refusal is None][: min(len(MENU_KEYS), room)]
-    unusable = [c for c in found if c.refusal is not None][: max(0, min(MAX_GREYED, room - len(usable) - 1))]
+    usable, unusable = _menu_rows(found, client)
     args = ["-T", "#[align=centre] adopt which process? "]
     for key, cand in zip(MENU_KEYS, usable):
         args += [tmux_literal(label(cand), width), key, _run_adopt(cand, adopt_argv)]
     if unusable:
         args += [""]  # a separator, then greyed items saying why
         for cand in unusable:
-            args += ["-" + tmux_literal(_greyed_row(cand, width), width), "", ""]
+            args += ["-" + tmux_literal(refused_row(cand, width), width), "", ""]
     hidden = len(found) - len(usable) - len(unusable)
     if hidden:
         args += ["-" + f"({hidden} more not shown: reptyr-tmux pick --list shows all)", "", ""]
     return args
+
+
+def _menu_rows(found: list[Candidate], client: tuple[int, int]) -> tuple[list[Candidate], list[Candidate]]:
+    """The adoptable and the greyed rows that fit the menu: one key each, the client's height."""
+    room = client[0] - 2 - 1  # the border, and a line saying how many were left out
+    usable = [c for c in found if c.refusal is None][: min(len(MENU_KEYS), room)]
+    unusable = [c for c in found if c.refusal is not None][: max(0, min(MAX_GREYED, room - len(usable) - 1))]
+    return usable, unusable
+
+
+def menu_fits(found: list[Candidate], client: tuple[int, int]) -> bool:
+    usable, unusable = _menu_rows(found, client)
+    return len(usable) + len(unusable) == len(found)
 
 
 def main(argv: list[str]) -> int:
@@ -140,8 +153,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     server = Server(args.socket_name, args.socket_path)
     options = _options(server)
+    popup_possible = not args.list and _popup_possible(options["@reptyr-picker"], server)
     found = candidates(pane_ttys(server), args.all or options["@reptyr-pick-all"] == "on",
-                       enough=None if args.list else len(MENU_KEYS))
+                       enough=None if args.list or popup_possible else len(MENU_KEYS))
     if args.list:
         for cand in found:
             print(printable(f"{label(cand)}{'  [' + cand.refusal + ']' if cand.refusal else ''}"))
@@ -149,8 +163,31 @@ def main(argv: list[str]) -> int:
     if not found:
         server.message("reptyr-tmux: no process to adopt (none of yours runs on another terminal)")
         return 0
-    server.cmd("display-menu", *menu_arguments(found, _adopt_argv(args, options), _client_size(server)))
+    client = _client_size(server)
+    if popup_possible and (options["@reptyr-picker"] == "fzf" or not menu_fits(found, client)):
+        _pick_in_popup(server, found, client, args, options)
+        return 0
+    server.cmd("display-menu", *menu_arguments(found, _adopt_argv(args, options), client))
     return 0
+
+
+def _popup_possible(picker: str, server: Server) -> bool:
+    if picker == "menu":
+        return False  # not even fzf_popup's import
+    from reptyr_tmux import fzf_popup
+
+    return fzf_popup.wanted(picker, server)
+
+
+def _pick_in_popup(server: Server, found: list[Candidate], client: tuple[int, int],
+                   args: argparse.Namespace, options: dict[str, str]) -> None:
+    """The fzf popup; the process chosen there is adopted as a menu item would adopt it."""
+    from reptyr_tmux import fzf_popup
+
+    chosen = fzf_popup.choose(server, found, client, options["@reptyr-placement"])
+    if chosen is not None:
+        server.cmd("run-shell", "-b", shlex.join(adopt_command(chosen, _adopt_argv(args, options))
+                                                 ).replace("#", "##"))
 
 
 def _client_size(server: Server) -> tuple[int, int]:
@@ -179,11 +216,14 @@ def _adopt_argv(args: argparse.Namespace, options: dict[str, str]) -> list[str]:
     return argv
 
 
+def adopt_command(cand: Candidate, adopt_argv: list[str]) -> list[str]:
+    """What adopts `cand`: our own argv and numbers only; its start time, so a reused pid is refused."""
+    return [*adopt_argv, *(["-s"] if cand.stdio else []), "--start-time", str(cand.starttime), str(cand.pid)]
+
+
 def _run_adopt(cand: Candidate, adopt_argv: list[str]) -> str:
-    """The tmux command of one menu item: numbers and our own argv only, quoted for sh and tmux."""
-    argv = [*adopt_argv, *(["-s"] if cand.stdio else []), "--start-time", str(cand.starttime), str(cand.pid)]
-    shell = shlex.join(argv)
-    return "run-shell -b " + _tmux_quote(shell)
+    """The tmux command of one menu item, quoted for sh and tmux."""
+    return "run-shell -b " + _tmux_quote(shlex.join(adopt_command(cand, adopt_argv)))
 
 
 def _tmux_quote(text: str) -> str:
@@ -200,6 +240,8 @@ def _options(server: Server) -> dict[str, str]:
     placement = options["@reptyr-placement"]
     if placement not in ("window", "split-h", "split-v", "popup"):
         raise Refusal(f"@reptyr-placement is '{placement}'; use window, split-h, split-v or popup")
+    if options["@reptyr-picker"] not in PICKERS:
+        raise Refusal(f"@reptyr-picker is '{options['@reptyr-picker']}'; use menu, fzf or auto")
     return options
 
 
@@ -207,13 +249,13 @@ def label(cand: Candidate) -> str:
     return f"{cand.pid:>7} {cand.tty:<7} {cand.elapsed:>9}  {cand.mode:<7} {cand.command}"
 
 
-def _greyed_row(cand: Candidate, width: int) -> str:
+def refused_row(cand: Candidate, width: int) -> str:
     """The whole reason, and as much of the row as fits before it."""
     reason = f" — {cand.refusal}"
     return printable(label(cand), width - len(reason)) + reason
 
 
-def _command(stat: proc.Stat) -> str:
+def command_of(stat: proc.Stat) -> str:
     try:
         with open(f"/proc/{stat.pid}/cmdline", "rb") as f:
             raw = f.read(4096)
