@@ -15,6 +15,7 @@ import os
 import shlex
 import shutil
 import stat
+import subprocess
 import tempfile
 
 from reptyr_tmux import proc
@@ -23,11 +24,12 @@ from reptyr_tmux.holder import private_cache_dir
 from reptyr_tmux.picker import MAX_GREYED, Candidate, command_of, label, refused_row
 from reptyr_tmux.survey import choose_mode
 from reptyr_tmux.text import printable
-from reptyr_tmux.tmux import Server
+from reptyr_tmux.tmux import Server, TmuxError
 
 POPUP_MIN = (3, 2)  # tmux's first version with display-popup
 GREY, PLAIN = "\x1b[90m", "\x1b[0m"  # refused rows; the only escape codes fzf ever sees from us
 COLUMNS = f"{'PID':>7} {'TTY':<7} {'ELAPSED':>9}  {'MODE':<7} COMMAND"
+PREVIEW_MIN_ROWS = 20  # the client's, for a preview under the list
 TREE_ROWS = 40  # of the preview's process tree
 PLACES = {"window": "a new window", "split-h": "a new pane beside this one",
           "split-v": "a new pane below this one", "popup": "a popup"}
@@ -61,8 +63,8 @@ def choose(server: Server, found: list[Candidate], client: tuple[int, int], plac
     usable = [c for c in found if c.refusal is None]
     workdir = tempfile.mkdtemp(prefix="reptyr-pick-", dir=_workdir_base())  # 0700, a name no one guesses
     try:
-        _write_inputs(workdir, found, usable, client, placement)
-        server.cmd("display-popup", "-E", "-w", "90%", "-h", "80%", _popup_command(workdir, found, usable))
+        headers = _write_inputs(workdir, found, usable, client, placement)
+        _show_popup(server, _popup_command(workdir, headers, bool(usable), client))
         return _chosen(os.path.join(workdir, "choice"), usable)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -83,17 +85,20 @@ def _workdir_base() -> str:
 
 
 def _write_inputs(workdir: str, found: list[Candidate], usable: list[Candidate], client: tuple[int, int],
-                  placement: str) -> None:
+                  placement: str) -> int:
+    """The rows and previews fzf reads; how many of the rows are header lines (the refused ones)."""
     width = max(40, client[1] * 9 // 10 - 4)  # the popup's inside
     with open(os.path.join(workdir, "rows"), "w") as rows:
         # Header lines are cut into fields like the rest: an empty first field, then the row.
-        rows.writelines(f"-\t{GREY}{line}{PLAIN}\n" for line in _refused_lines(found, width))
+        refused = _refused_lines(found, width)
+        rows.writelines(f"-\t{GREY}{line}{PLAIN}\n" for line in refused)
         rows.writelines(f"{index}\t{printable(label(cand), 300)}\n" for index, cand in enumerate(usable))
     os.mkdir(os.path.join(workdir, "preview"))
     stats = proc.all_stats()
     for index, cand in enumerate(usable):
         with open(os.path.join(workdir, "preview", str(index)), "w") as preview:
             preview.write("".join(printable(line, 1000) + "\n" for line in _preview(cand, stats, placement)))
+    return len(refused)
 
 
 def _refused_lines(found: list[Candidate], width: int) -> list[str]:
@@ -104,19 +109,31 @@ def _refused_lines(found: list[Candidate], width: int) -> list[str]:
     return lines
 
 
-def _popup_command(workdir: str, found: list[Candidate], usable: list[Candidate]) -> str:
+def _popup_command(workdir: str, headers: int, any_usable: bool, client: tuple[int, int]) -> str:
     """What the popup runs: our own paths and options only (the rows are in files). Its shell is the
     user's default-shell, so only `exec` and redirections, which every shell reads alike; fzf runs the
     preview with $SHELL, made sh."""
-    headers = len(_refused_lines(found, 80))
     preview = f"cat -- {shlex.quote(os.path.join(workdir, 'preview'))}/{{1}} 2>/dev/null"
     fzf = ["env", "SHELL=/bin/sh", "fzf", "--ansi", "--layout=reverse", "--no-multi", "--delimiter=\t",
-           "--with-nth=2..", f"--header-lines={headers}", f"--header={COLUMNS}", "--prompt=adopt> ",
-           f"--preview={preview}", "--preview-window=down,50%,wrap,<4(hidden)"]
-    if not usable:
+           "--with-nth=2..", f"--header-lines={headers}", f"--header={COLUMNS}", "--prompt=adopt> "]
+    if client[0] >= PREVIEW_MIN_ROWS:  # below that the preview would leave the list no room
+        fzf += [f"--preview={preview}", "--preview-window=down,50%,wrap"]
+    if not any_usable:
         fzf.append("--prompt=nothing here can be adopted (Esc closes)> ")
     rows, choice = (shlex.quote(os.path.join(workdir, name)) for name in ("rows", "choice"))
-    return f"exec {shlex.join(fzf)} <{rows} >{choice}"
+    return f"exec {shlex.join(fzf)} <{rows} >{choice}"  # fzf draws on stderr: the popup
+
+
+def _show_popup(server: Server, command: str) -> None:
+    """Run display-popup until it closes. tmux passes on the exit status of what the popup ran: fzf's
+    1 (nothing matched) and 130 (Esc) are a person deciding, not a failure; 2 is fzf's own error."""
+    result = subprocess.run([*server.argv, "display-popup", "-E", "-w", "90%", "-h", "80%", command],
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if result.stderr.strip():
+        raise TmuxError(f"tmux display-popup failed: {result.stderr.strip()}")
+    if result.returncode not in (0, 1, 130):
+        raise Refusal(f"fzf failed in the popup (exit status {result.returncode}); set @reptyr-picker "
+                      "to menu")
 
 
 def _chosen(path: str, usable: list[Candidate]) -> Candidate | None:

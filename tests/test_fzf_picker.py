@@ -7,11 +7,17 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import unicodedata
+from pathlib import Path
 
 import pytest
 from conftest import ECHO, Client, wait_for
 from ptrace.binding import func as pt
 from seat import a_seat
+from users import user_pids
+
+from reptyr_tmux import proc
+from reptyr_tmux.fzf_popup import GREY, PLAIN
 
 PROMPT = "adopt> "
 pytestmark = pytest.mark.skipif(shutil.which("fzf") is None, reason="fzf is not installed (apt-get "
@@ -36,6 +42,17 @@ def open_popup(client: Client) -> float:
     client.type(b"\x02A")
     client.wait(PROMPT)
     return time.monotonic() - start
+
+
+def picker_done(seat) -> None:
+    """Wait until no `pick` of the user runs, nor an `adopt` it started (tmux forks a run-shell -b
+    job before the picker's run-shell returns): whatever the key did has happened by then."""
+    def ours(pid: int) -> bool:
+        try:
+            return bool({"pick", "adopt"} & set(proc.cmdline(pid)[4:5]))
+        except OSError:
+            return False
+    wait_for(lambda: not [pid for pid in user_pids(seat.uid) if ours(pid)], what="the picker to finish")
 
 
 def windows(seat) -> int:
@@ -72,9 +89,9 @@ def test_esc_closes_the_popup_and_adopts_nothing(seat):
     client.wait("quokka")
     client.type(b"\x1b")
     wait_for(lambda: PROMPT not in client.text(), what="the popup to close")
-    time.sleep(0.5)  # an adoption would have begun by now
+    picker_done(seat)
     assert (windows(seat), victim.stat().tty_dev) == (1, tty)
-    assert f"adopted {victim.pid}" not in seat.messages() and seat.panes_in_mode() == []
+    assert "reptyr-tmux:" not in seat.messages() and seat.panes_in_mode() == []  # no summary, no error
     victim.term.write(b"still here\n")
     victim.term.expect("got: still here")
 
@@ -90,12 +107,14 @@ def test_refused_rows_are_shown_and_cannot_be_chosen(seat):
         client.wait("nothing here can be adopted (Esc closes)> ")
         client.wait(f"quokka — traced by {os.getpid()}")  # the whole reason
         client.type(b"\r")  # nothing to choose: Enter picks nothing
-        time.sleep(0.5)
+        time.sleep(0.3)
         client.type(b"quokka\r")  # typed for, it is still a header line, not a choice
-        time.sleep(0.5)
-        assert windows(seat) == 1 and traced.stat().tty_dev == tty
-        client.type(b"\x1b")
+        time.sleep(0.3)
+        client.type(b"\x1b")  # (if Enter had closed the popup, this Esc does nothing)
         wait_for(lambda: "Esc closes" not in client.text(), what="the popup to close")
+        picker_done(seat)
+        assert windows(seat) == 1 and traced.stat().tty_dev == tty
+        assert "traced by" not in seat.messages()  # no adoption was even tried (it would say why not)
     finally:
         pt.ptrace(0x4207, traced.pid)  # PTRACE_INTERRUPT, then detach
         os.waitpid(traced.pid, 0x40000000)
@@ -119,6 +138,7 @@ def test_crafted_names_show_inert_in_the_popup_and_its_preview(seat):
     client.wait("`touch")  # its preview: the whole command line, as text
     client.wait("`touch ~/pwned` #(touch")
     client.wait("?]2;evil? ?[2J")  # the escape sequences defused, not obeyed
+    handed_to_fzf_is_inert(seat)
     client.type(b"\r")
     wait_for(lambda: windows(seat) == 2, what="the crafted process adopted")
     assert proc_tty(victim.pid) != proc_tty(decoy.pid) and "decoy" not in seat.tmux("list-windows")
@@ -126,9 +146,21 @@ def test_crafted_names_show_inert_in_the_popup_and_its_preview(seat):
     assert not marker.exists() and seat.tmux("list-sessions")  # nothing ran; ';kill-server' neither
 
 
-def proc_tty(pid: int) -> int | None:
-    from reptyr_tmux import proc
+def handed_to_fzf_is_inert(seat) -> None:
+    """What fzf reads while the popup is open: no control character but the field separator and our
+    own grey, and every row's first field our index (fzf itself would also defuse much of it: this is
+    about what we hand it)."""
+    workdirs = [p for base in (Path("/tmp"), seat.home / ".cache" / "reptyr-tmux") if base.is_dir()
+                for p in base.glob("reptyr-pick-*") if p.stat().st_uid == seat.uid]
+    assert len(workdirs) == 1, workdirs
+    rows = (workdirs[0] / "rows").read_text().splitlines()
+    assert [row.split("\t")[0] for row in rows] == [str(n) for n in range(len(rows))]
+    for path in [workdirs[0] / "rows", *(workdirs[0] / "preview").iterdir()]:
+        text = path.read_text().replace("\t", "").replace("\n", "").replace(GREY, "").replace(PLAIN, "")
+        assert not [ch for ch in text if unicodedata.category(ch)[0] == "C"], (path, text)
 
+
+def proc_tty(pid: int) -> int | None:
     return proc.read_stat(pid).tty_dev
 
 
