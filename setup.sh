@@ -2,14 +2,14 @@
 # Set reptyr-tmux up on a fresh Debian/Ubuntu machine (run as root), then run the demo or the tests.
 #   bash setup.sh        system packages + a venv in .venv with the package, then `reptyr-tmux demo`
 #   bash setup.sh test   the same plus every program the tests run (a C compiler with 32-bit support,
-#                        GNU screen, OpenSSH server and client, the shells, less, vim, ...), then the tests
+#                        GNU screen, OpenSSH server and client, the shells, less, vim, fzf, ...), then the tests
 set -euo pipefail
 cd "$(dirname "$0")"
 job=${1:-demo}
 packages=(tmux python3 python3-venv procps)
 if [ "$job" = test ]; then
   packages+=(gcc gcc-multilib libc6-dev-i386 screen bash dash zsh fish less vim ncurses-bin util-linux
-             passwd login openssh-server openssh-client)
+             passwd login openssh-server openssh-client fzf)
 fi
 export DEBIAN_FRONTEND=noninteractive
 if [ "$job" = test ] && ! dpkg-query -W -f '${Status}' openssh-server 2>/dev/null | grep -q 'ok installed'; then

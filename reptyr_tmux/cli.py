@@ -18,7 +18,7 @@ Move a running process into tmux (or GNU screen), or onto this terminal like rep
 
 commands:
   adopt PID       move PID into a new tmux pane or GNU screen window
-  pick            the tmux menu of processes to adopt (--list: the candidates as text)
+  pick            the tmux menu (or fzf popup) of processes to adopt (--list: as text)
   attach PID      reptyr's command line: move PID onto this terminal
   screen-pick     the picker for GNU screen, run in a screen window
   plugin-init     bind the picker to prefix + A in tmux (what reptyr.tmux runs)

@@ -1,4 +1,5 @@
-"""`reptyr-pick`: a tmux menu of the processes one may adopt; choosing one runs `adopt`.
+"""`reptyr-pick`: a tmux menu of the processes one may adopt; choosing one runs `adopt` (fzf_popup.py: the
+same rows in an fzf popup, by @reptyr-picker).
 
 Everything shown comes from /proc and is attacker-controlled text: it goes through tmux_literal (no
 formats, no control characters). The command an item runs holds only our own executable, options and
@@ -144,7 +145,8 @@ def menu_fits(found: list[Candidate], client: tuple[int, int]) -> bool:
 def main(argv: list[str]) -> int:
     """`reptyr-tmux pick` (errors are raised: cli.main reports them)."""
     parser = argparse.ArgumentParser(prog="reptyr-tmux pick", description="Pick a process to adopt into "
-                                     "tmux: a menu of your processes on terminals outside this tmux.")
+                                     "tmux: a menu (or an fzf popup, see @reptyr-picker) of your "
+                                     "processes on terminals outside this tmux.")
     parser.add_argument("--all", action="store_true", help="also list processes on this tmux's panes")
     parser.add_argument("--list", action="store_true", help="print the candidates instead of a menu")
     parser.add_argument("-L", dest="socket_name", metavar="NAME", help="tmux server socket name")
