@@ -90,5 +90,5 @@ def a_seat(spawn: Spawner, product: list[str]) -> Iterator[Seat]:
     with new_user("rts") as user, user_tmux(user) as server:
         seat = Seat(user, server, product, spawn)
         plugin = seat.cli("plugin-init", "-L", seat.socket)  # what reptyr.tmux ends with
-        assert plugin.returncode == 0, plugin.stderr
+        assert plugin.returncode == 0, (plugin.returncode, plugin.stdout, plugin.stderr)
         yield seat
