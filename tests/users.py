@@ -84,10 +84,31 @@ def _add_account(prefix: str, base: Path) -> str:
             pwd.getpwnam(name)
             continue
         # '*' matches no password but is not "locked" ('!'): sshd without PAM refuses locked accounts.
-        _account_tool(["useradd", "--no-create-home", "--user-group", "--home-dir", str(base / name),
-                       "--shell", "/bin/bash", "--password", "*", name])
+        _account_tool(["useradd", "--no-create-home", "--user-group", "--uid", str(_unused_uid()),
+                       "--home-dir", str(base / name), "--shell", "/bin/bash", "--password", "*", name])
         return name
     raise RuntimeError("found no free user name")
+
+
+def _unused_uid() -> int:
+    """A uid no account has and no process runs as: useradd would hand the next test the uid of the
+    account just removed, and anything of the old one still ending would then count as the new one's."""
+    running = {int(part) for pid in proc.all_pids() for part in _uids_of(pid)}
+    for _ in range(100):
+        uid = 30000 + secrets.randbelow(29000)
+        with contextlib.suppress(KeyError):
+            pwd.getpwuid(uid)
+            continue
+        if uid not in running:
+            return uid
+    raise RuntimeError("found no free uid")
+
+
+def _uids_of(pid: int) -> list[str]:
+    try:
+        return proc.read_status(pid)["Uid"].split()
+    except (OSError, KeyError):
+        return []
 
 
 def _remove_account(user: User) -> None:
