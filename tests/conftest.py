@@ -37,6 +37,7 @@ class Terminal:
         self.master = master
         self.slave_path = slave_path
         self.seen = b""
+        self.drawn = b""  # everything ever read, for rendering the screen as a whole (menu_key)
 
     @classmethod
     def open(cls) -> tuple[Terminal, int]:
@@ -74,6 +75,7 @@ class Terminal:
         except OSError:
             return False
         self.seen += data
+        self.drawn += data
         return bool(data)
 
     def close(self) -> None:
@@ -260,12 +262,26 @@ class Client:
         return "\n".join(self._screen.display)
 
     def menu_key(self, pid: int) -> str:
-        """The key of the menu item that names `pid`, read off the menu as drawn."""
-        line = next(line for line in self.text().splitlines() if f" {pid} " in line)
-        return line[line.rindex("(") + 1 : line.rindex(")")]
+        return menu_key_on(self.text(), pid)
 
     def close(self) -> None:
         self.term.close()  # kills and reaps the client
+
+
+def menu_key_on(screen: str, pid: int) -> str:
+    """The key of the menu item that names `pid`, read off the menu as drawn on `screen`: taken from
+    the menu itself, it cannot be shifted by a process that came or went since some earlier list."""
+    line = next(line for line in screen.splitlines() if f" {pid} " in line)
+    return line[line.rindex("(") + 1 : line.rindex(")")]
+
+
+def rendered(drawn: bytes, size: tuple[int, int]) -> str:
+    """What a terminal of `size` (columns, rows) shows after all of `drawn`."""
+    import pyte
+
+    screen = pyte.Screen(*size)
+    pyte.ByteStream(screen).feed(drawn)
+    return "\n".join(screen.display)
 
 
 def build_c(tmp_path_factory, source: str, *flags: str) -> str:

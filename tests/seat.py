@@ -14,8 +14,8 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 
-from conftest import ECHO, Spawner, Terminal, Victim
-from realssh import SYSTEM_PYTHON, UserTmux, attached_client, spawn_on_pty, user_tmux
+from conftest import ECHO, Spawner, Terminal, Victim, menu_key_on, rendered
+from realssh import SIZE, SYSTEM_PYTHON, UserTmux, attached_client, spawn_on_pty, user_tmux
 from users import User, as_user, new_user, user_env
 
 
@@ -75,6 +75,11 @@ class Seat:
         self.client.write(b"\x02A")
         self.client.expect("adopt which process?")
         return self.client.expect("\u2518")  # the menu's bottom right corner: all of it is drawn
+
+    def menu_key(self, pid: int) -> str:
+        """The key of `pid`'s row in the menu now open, read off the client's screen."""
+        assert self.client is not None
+        return menu_key_on(rendered(self.client.drawn, SIZE), pid)
 
     def messages(self) -> str:
         return self.tmux("show-messages")

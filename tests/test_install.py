@@ -12,8 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import Tmux, wait_for
 from test_tmux import attach_client
+
+pytestmark = pytest.mark.tmux  # run again with each other tmux release in CI (.ci/tmux-versions.sh)
 
 ROOT = Path(__file__).resolve().parent.parent
 BARE_PATH = "/usr/local/bin:/usr/bin:/bin"  # no reptyr-tmux on it: as on a machine TPM cloned it to

@@ -18,19 +18,15 @@ from realssh import SYSTEM_PYTHON
 from seat import a_seat
 
 from reptyr_tmux import proc
-from reptyr_tmux.picker import MENU_KEYS
 from reptyr_tmux.survey import survey
+
+pytestmark = pytest.mark.tmux  # run again with each other tmux release in CI (.ci/tmux-versions.sh)
 
 
 @pytest.fixture
 def seat(spawn, user_install):
     with a_seat(spawn, user_install) as s:
         yield s
-
-
-def key_of(seat, pid: int) -> str:
-    usable = [int(line.split()[0]) for line in seat.listed() if "[" not in line]
-    return MENU_KEYS[usable.index(pid)]
 
 
 def row_of(lines: list[str], pid: int) -> str:
@@ -47,8 +43,8 @@ def test_menu_adoption_says_its_summary_on_the_status_line_only(seat):
     name = "v%H#{pane_id}"  # strftime and format syntax: both must show as they are
     victim = seat.on_pty([*ECHO, "--name", name])
     client = seat.attach()
-    key = key_of(seat, victim.pid)
     seat.open_menu()
+    key = seat.menu_key(victim.pid)  # as drawn: a process elsewhere ending cannot shift it
     client.write(key.encode())
     summary = f"adopted {victim.pid} ({name}) from"
     client.expect(summary)  # drawn on the client's status line
@@ -67,8 +63,8 @@ def test_menu_adoption_says_its_summary_on_the_status_line_only(seat):
 def test_failed_menu_adoption_says_why_on_the_status_line_not_in_view_mode(seat):
     victim = seat.on_pty(ECHO)
     client = seat.attach()
-    key = key_of(seat, victim.pid)
     seat.open_menu()
+    key = seat.menu_key(victim.pid)  # as drawn: a process elsewhere ending cannot shift it
     os.kill(victim.pid, signal.SIGKILL)  # gone between the menu and the key
     os.waitpid(victim.pid, 0)
     client.write(key.encode())
@@ -201,8 +197,8 @@ def test_only_jobs_left_behind_count_as_nohup_jobs(seat, tmp_path):
 def test_key_binding_menu_adopts_the_chosen_process(seat):
     victim = seat.on_pty(ECHO)
     client = seat.attach()
-    key = key_of(seat, victim.pid)
     seat.open_menu()
+    key = seat.menu_key(victim.pid)  # as drawn: a process elsewhere ending cannot shift it
     client.write(key.encode())
     wait_for(lambda: len(seat.tmux("list-windows", "-t", "main").splitlines()) == 2, what="the window")
     client.write(b"picked\r")
@@ -237,8 +233,8 @@ def test_plugin_options_reach_the_adoption(seat):
                           ("@reptyr-redraw", "off"), ("@reptyr-modes", "none")):
         seat.tmux("set-option", "-g", option, value)
     client = seat.attach()
-    key = key_of(seat, victim.pid)
     seat.open_menu()
+    key = seat.menu_key(victim.pid)  # as drawn: a process elsewhere ending cannot shift it
     client.write(key.encode())
     panes = lambda: seat.tmux("list-panes", "-t", "main:0", "-F", "#{pane_id} #{pane_tty}").splitlines()  # noqa: E731
     wait_for(lambda: len(panes()) == 2 and victim.stat().tty_dev != old_tty, what="a split, not a window")

@@ -12,6 +12,8 @@ from test_tmux import attach_client
 
 from reptyr_tmux.modes import parse_spec
 
+pytestmark = pytest.mark.tmux  # run again with each other tmux release in CI (.ci/tmux-versions.sh)
+
 CURSES = ["env", "TERM=xterm", sys.executable, str(VICTIMS / "curses_screen.py")]
 FLAGS = "#{keypad_cursor_flag} #{keypad_flag} #{alternate_on} #{mouse_any_flag}"
 

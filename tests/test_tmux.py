@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import CLI, ECHO, VICTIMS, Terminal, Tmux, gone, wait_for
 from realssh import attached_client
 
 from reptyr_tmux import proc
 from reptyr_tmux.holder import READY_COMMS
+
+pytestmark = pytest.mark.tmux  # run again with each other tmux release in CI (.ci/tmux-versions.sh)
 
 ROOT = Path(__file__).resolve().parent.parent
 
