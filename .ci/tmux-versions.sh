@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced by .ci/run, which reads $status
 # The tmux-facing tests against the other tmux releases users have (the main run uses Debian 12's 3.3a).
 #
 # Sourced by .ci/run after the README's commands: `other_tmux_versions ROOT` builds (or takes from the
@@ -22,6 +23,8 @@ TMUX_SOURCE_SUITES=(bullseye trixie)
 TMUX_BUILD_PACKAGES=(build-essential libevent-dev libncurses-dev bison pkgconf)
 TMUX_TESTS_LIMIT=15m  # per release; the marked tests take ~1 min
 
+TMUX_VERSION_SUMMARIES=()
+
 other_tmux_versions() {
   local root=$1 entry release source prefix run_status=0 lock
   local recipe
@@ -43,6 +46,7 @@ other_tmux_versions() {
     exec {lock}>&-
     tests_with_tmux "$root" "$release" || run_status=1
   done
+  printf '%s\n' "${TMUX_VERSION_SUMMARIES[@]}"
   status=$run_status
 }
 
@@ -60,7 +64,8 @@ build_tmux_in_root() {
 }
 
 tests_with_tmux() {
-  local root=$1 release=$2 log=$RUN_DIR/tests-tmux-$release.log result=0
+  local root=$1 release=$2 result=0
+  local log=$RUN_DIR/tests-tmux-$release.log
   in_root "$root" "cd /root/reptyr-tmux && PATH=/opt/tmux-$release/bin:\$PATH && tmux -V &&" \
     "timeout -k 30 $TMUX_TESTS_LIMIT .venv/bin/python -m pytest -q -p no:cacheprovider -m tmux" \
     > >(tee "$log") 2>&1 &
@@ -100,6 +105,9 @@ build_tmux() {
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then  # run, not sourced
   set -euo pipefail
-  [ "${1:-}" = build ] && [ $# = 4 ] || { echo "usage: $0 build VERSION SOURCE PREFIX" >&2; exit 2; }
+  if [ "${1:-}" != build ] || [ $# != 4 ]; then
+    echo "usage: $0 build VERSION SOURCE PREFIX" >&2
+    exit 2
+  fi
   build_tmux "$2" "$3" "$4"
 fi

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import termios
 import time
@@ -194,7 +195,10 @@ def _tmux_client(socket_fd: int, uid: int, args: list[str], timeout: float) -> s
         return ""
     try:
         identity = trust.as_user(uid)
-        result = subprocess.run(["tmux", "-S", f"/proc/self/fd/{socket_fd}", *args], pass_fds=[socket_fd],
+        # Our own tmux, as tmux.Server runs it (the clean PATH may find another release, whose client
+        # cannot talk to this server)
+        binary = shutil.which("tmux") or "tmux"
+        result = subprocess.run([binary, "-S", f"/proc/self/fd/{socket_fd}", *args], pass_fds=[socket_fd],
                                 capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd="/",
                                 env=trust.CLEAN_ENV, timeout=timeout, **identity)
     except (KeyError, OSError, subprocess.SubprocessError):

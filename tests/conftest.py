@@ -357,6 +357,21 @@ class Tmux:
     def pane(self, target: str, fmt: str) -> str:
         return self("display-message", "-p", "-t", target, fmt).strip()
 
+    def key_binding(self, key: str, table: str = "prefix") -> str:
+        """The binding of `key`, picked from the whole table: `list-keys -T TABLE KEY` takes no key
+        before 3.1, and 3.7 sends a single match to the status line rather than stdout (a tmux bug)."""
+        for line in self("list-keys", "-T", table).splitlines():
+            if f" -T {table} {key} " in " ".join(line.split()) + " ":
+                return line
+        return ""
+
+    @staticmethod
+    def version() -> tuple[int, int]:
+        """The (major, minor) of the tmux on PATH, as the product reads it (CI runs other releases)."""
+        from reptyr_tmux.tmux import Server
+
+        return Server(socket_name="version").version()
+
 
 @pytest.fixture(scope="session", autouse=True)
 def no_tmux_server_left():

@@ -19,7 +19,10 @@ from test_tmux import attach_client
 pytestmark = pytest.mark.tmux  # run again with each other tmux release in CI (.ci/tmux-versions.sh)
 
 ROOT = Path(__file__).resolve().parent.parent
-BARE_PATH = "/usr/local/bin:/usr/bin:/bin"  # no reptyr-tmux on it: as on a machine TPM cloned it to
+# No reptyr-tmux on it, as on a machine TPM cloned it to; but the tmux these tests run (CI puts other
+# releases first on PATH), since a client of another release cannot talk to the server.
+BARE_PATH = ":".join(dict.fromkeys([os.path.dirname(shutil.which("tmux") or "/usr/bin"),
+                                    "/usr/local/bin", "/usr/bin", "/bin"]))
 BUILD_S = 300  # a venv and a pip install, on a loaded 2-core machine
 
 
@@ -41,8 +44,7 @@ def load_plugin(clone: Path, tmux: Tmux, **env: str) -> float:
 
 
 def binding(tmux: Tmux) -> str:
-    return subprocess.run([*tmux.argv, "list-keys", "-T", "prefix", "A"], capture_output=True,
-                          text=True).stdout
+    return tmux.key_binding("A")
 
 
 def something_to_adopt(spawn) -> None:
