@@ -22,6 +22,7 @@ PANE_FORMAT = "#{pane_id}\t#{pane_pid}\t#{pane_tty}\t#{window_id}\t#{session_nam
 PLACEMENTS = {"window": ["new-window"], "split-h": ["split-window", "-h"],
               "split-v": ["split-window", "-v"]}
 MENUS_FROM = (3, 0)  # display-menu
+PANE_OPTIONS_FROM = (3, 0)  # set-option -p
 POPUPS_FROM = (3, 2)  # display-popup
 POPUP_TITLES_FROM = (3, 3)  # display-popup -T
 LITERAL_WINDOW_NAMES = ((3, 0), (3, 0))  # 3.0 and 3.0a take new-window -n as it is; others expand formats
@@ -81,7 +82,9 @@ class Server:
             return  # titled at creation; a popup has no options of its own
         if placement != "window":
             self.cmd("select-pane", "-t", pane.pane_id, "-T", tmux_literal(name, 40))
-        if remain_on_exit:
+        if remain_on_exit and self.version() < PANE_OPTIONS_FROM:  # the pane's window, then
+            self.cmd("set-window-option", "-t", pane.pane_id, "remain-on-exit", "on")
+        elif remain_on_exit:
             self.cmd("set-option", "-p", "-t", pane.pane_id, "remain-on-exit", "on")
 
     def refuse_own(self, pid: int) -> None:

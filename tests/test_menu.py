@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import time
@@ -19,6 +20,7 @@ from seat import a_seat
 
 from reptyr_tmux import proc
 from reptyr_tmux.survey import survey
+from reptyr_tmux.tmux import MENUS_FROM
 
 pytestmark = pytest.mark.tmux  # run again with each other tmux release in CI (.ci/tmux-versions.sh)
 
@@ -245,3 +247,22 @@ def test_plugin_options_reach_the_adoption(seat):
     os.kill(victim.pid, signal.SIGTERM)
     wait_for(lambda: seat.tmux("display-message", "-p", "-t", new, "#{pane_dead}").strip() == "1",
              what="the pane to stay, dead")
+
+
+def test_numbered_window_adopts_the_number_typed(seat):
+    """tmux before 3.0 has no display-menu: prefix + A opens a window listing the candidates by number
+    (on a newer tmux the same list is `pick --numbered`, opened here by hand)."""
+    victim = seat.on_pty(ECHO)
+    client = seat.attach()
+    if seat.server.version() < MENUS_FROM:
+        client.write(b"\x02A")
+    else:
+        numbered = [*seat.product, "pick", "--numbered", "-L", seat.socket]
+        seat.tmux("new-window", "-n", "adopt", shlex.join(numbered))
+    client.expect("number (Enter to cancel)")
+    row = next(line for line in seat.screen().splitlines() if f" {victim.pid} " in line)
+    client.write(row.split()[0].encode() + b"\r")
+    windows = lambda: seat.tmux("list-windows", "-t", "main", "-F", "#{window_name}").split()  # noqa: E731
+    wait_for(lambda: len(windows()) == 2 and "adopt" not in windows(), what="the list closed, the new window")
+    client.write(b"picked\r")
+    wait_for(lambda: "got: picked" in seat.tmux("capture-pane", "-p", "-t", "main"), what="the answer")
