@@ -41,6 +41,13 @@ def test_adopt_echo_program_into_a_window(spawn, tmux):
     assert tmux.pane(pane, "#{window_name}") == "python"
 
 
+def test_window_names_show_a_hash_as_it_is(spawn, tmux):
+    """3.0 takes new-window -n literally, the others read it as a format: '#' is doubled only there."""
+    victim = spawn.on_pty([*ECHO, "--name", "a#b#{c}"])
+    adopted(tmux, victim)
+    assert tmux("list-windows", "-t", "main", "-F", "#{window_name}").split() == ["bash", "a#b#{c}"]
+
+
 def masters_of(tty_path: str) -> set[int]:
     """Every process holding the master side of the pty `tty_path` (from fdinfo's tty-index)."""
     index = tty_path.rsplit("/", 1)[1]
