@@ -15,16 +15,14 @@ from pathlib import Path
 import pytest
 from conftest import Tmux, wait_for
 from test_tmux import attach_client
+from users import USER_PATH
 
 from reptyr_tmux.tmux import MENUS_FROM
 
 pytestmark = pytest.mark.tmux  # run again with each other tmux release in CI (.ci/tmux-versions.sh)
 
 ROOT = Path(__file__).resolve().parent.parent
-# No reptyr-tmux on it, as on a machine TPM cloned it to; but the tmux these tests run (CI puts other
-# releases first on PATH), since a client of another release cannot talk to the server.
-BARE_PATH = ":".join(dict.fromkeys([os.path.dirname(shutil.which("tmux") or "/usr/bin"),
-                                    "/usr/local/bin", "/usr/bin", "/bin"]))
+BARE_PATH = USER_PATH  # no reptyr-tmux on it, as on a machine TPM cloned it to (the tmux under test first)
 BUILD_S = 300  # a venv and a pip install, on a loaded 2-core machine
 
 
