@@ -25,6 +25,7 @@ MENUS_FROM = (3, 0)  # display-menu
 PANE_OPTIONS_FROM = (3, 0)  # set-option -p
 POPUPS_FROM = (3, 2)  # display-popup
 POPUP_TITLES_FROM = (3, 3)  # display-popup -T
+TIMED_MESSAGES_FROM = (3, 2)  # display-message -d
 LITERAL_WINDOW_NAMES = ((3, 0), (3, 0))  # 3.0 and 3.0a take new-window -n as it is; others expand formats
 
 
@@ -151,13 +152,10 @@ class Server:
     def message(self, text: str, target: str | None = None, duration_ms: int = SUMMARY_MS) -> None:
         """On the status line for `duration_ms` (tmux keeps it in its message log too: show-messages)."""
         where = ["-t", target] if target else []
-        try:
-            self.cmd("display-message", "-d", str(duration_ms), *where, tmux_message(text))
-        except TmuxError as e:
-            if "flag" not in str(e):
-                return  # no client to show it to: the caller prints it as well
-            with contextlib.suppress(TmuxError):
-                self.cmd("display-message", *where, tmux_message(text))  # tmux < 3.2 has no -d
+        # older tmux shows it for display-time
+        lasting = ["-d", str(duration_ms)] if self.version() >= TIMED_MESSAGES_FROM else []
+        with contextlib.suppress(TmuxError):  # no client to show it to: the caller prints it as well
+            self.cmd("display-message", *lasting, *where, tmux_message(text))
 
     def option(self, name: str) -> str:
         return self.cmd("show-option", "-gqv", name).strip()

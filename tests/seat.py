@@ -93,7 +93,9 @@ class Seat:
         return menu_key_on(rendered(self.client.drawn, SIZE), pid)
 
     def messages(self) -> str:
-        return self.tmux("show-messages")
+        """tmux's message log; before 3.0 each client keeps its own, asked for by name."""
+        clients = self.tmux("list-clients", "-F", "#{client_tty}").split()
+        return "".join([self.tmux("show-messages"), *(self.tmux("show-messages", "-t", c) for c in clients)])
 
     def panes_in_mode(self) -> list[str]:
         return [line for line in self.tmux("list-panes", "-a", "-F", "#{pane_id} #{pane_mode}").splitlines()
