@@ -60,7 +60,7 @@ build_tmux_in_root() {
     return 1
   fi
   rm -rf "$prefix.part" && cp -a "$root/opt/tmux-$release" "$prefix.part" && mv "$prefix.part" "$prefix"
-  echo "tmux $release: built in $(grep -o 'took [0-9]* s' "$RUN_DIR/build-tmux-$release.log" || echo '?')"
+  echo "tmux $release: built and cached ($(grep -o 'took [0-9]* s' "$RUN_DIR/build-tmux-$release.log" || true))"
 }
 
 tests_with_tmux() {
