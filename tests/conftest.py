@@ -244,7 +244,7 @@ class Client:
 
         self.term = attached_client(server, user=User.named(user) if user else None, size=(cols, rows))
         self.pid = self.term.pid
-        self._screen = pyte.Screen(cols, rows)
+        self._screen = emulator(cols, rows)
         self._stream = pyte.ByteStream(self._screen)
 
     def type(self, keys: bytes) -> None:
@@ -275,11 +275,24 @@ def menu_key_on(screen: str, pid: int) -> str:
     return line[line.rindex("(") + 1 : line.rindex(")")]
 
 
+def emulator(cols: int, rows: int):
+    """A pyte screen that also takes tmux 3.7's private device-status query (ESC [ ? n), on which
+    pyte 0.8 raises; it is a question to the terminal, nothing drawn."""
+    import pyte
+
+    class Screen(pyte.Screen):
+        def report_device_status(self, *args, **kwargs) -> None:
+            kwargs.pop("private", None)
+            super().report_device_status(*args, **kwargs)
+
+    return Screen(cols, rows)
+
+
 def rendered(drawn: bytes, size: tuple[int, int]) -> str:
     """What a terminal of `size` (columns, rows) shows after all of `drawn`."""
     import pyte
 
-    screen = pyte.Screen(*size)
+    screen = emulator(*size)
     pyte.ByteStream(screen).feed(drawn)
     return "\n".join(screen.display)
 
