@@ -183,6 +183,14 @@ def test_plugin_binds_default_and_custom_keys(tmux):
     assert "pick" in tmux.key_binding("F")
 
 
+def test_plugin_init_says_which_tmux_it_found(spawn, tmux):
+    client = attach_client(tmux, spawn)
+    result = subprocess.run([*CLI, "plugin-init", "-L", tmux.socket], capture_output=True, text=True)
+    assert (result.returncode, result.stdout) == (0, "")  # not a terminal: stdout would be view-mode
+    found = tmux("-V").split()[-1]
+    client.expect(f"reptyr-tmux: prefix + A adopts a running process (tmux {found}")  # on the status line
+
+
 def pick_list(tmux: Tmux, *extra: str) -> list[str]:
     out = subprocess.run([*CLI, "pick", "-L", tmux.socket, "--list", *extra], capture_output=True,
                          text=True, check=True).stdout
