@@ -21,6 +21,7 @@ TMUX_RELEASES=(
 )
 TMUX_SOURCE_SUITES=(bullseye trixie)
 TMUX_BUILD_PACKAGES=(build-essential libevent-dev libncurses-dev bison pkgconf)
+TMUX_RUNTIME_PACKAGES=(libevent-2.1-7)  # what a cached build needs in a fresh root (ncurses is in minbase)
 TMUX_TESTS_LIMIT=15m  # per release; the marked tests take ~1 min
 
 TMUX_VERSION_SUMMARIES=()
@@ -30,6 +31,8 @@ other_tmux_versions() {
   local recipe
   recipe=$( { declare -f build_tmux; echo "${TMUX_BUILD_PACKAGES[*]}"; } | sha256sum | cut -c1-12)
   mkdir -p "$CACHE_DIR"
+  in_root "$root" "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends" \
+    "${TMUX_RUNTIME_PACKAGES[*]} >/dev/null" || { status=1; return 0; }
   for entry in "${TMUX_RELEASES[@]}"; do
     read -r release source <<<"$entry"
     prefix=$CACHE_DIR/tmux-$release-$SUITE-$recipe
