@@ -42,9 +42,7 @@ build() {
     fi
   elif ! "$venv/bin/python" -m pip install -q "$dir" >"$log" 2>&1; then
     fail "pip could not install it into $venv ($(grep . "$log" | tail -n 1)); is the network up?" "$retry"
-  elif rm -rf "$lock" && "$venv/bin/reptyr-tmux" plugin-init "$@"; then
-    say "reptyr-tmux is ready: prefix + $(key) adopts a running process" 4000
-  else
+  elif ! { rm -rf "$lock" && "$venv/bin/reptyr-tmux" plugin-init "$@"; }; then  # it says it is ready
     fail "its key binding could not be made" "$venv/bin/reptyr-tmux plugin-init"
   fi
   rm -f "$log"

@@ -53,4 +53,4 @@ def ready_sentence(key: str, server: Server) -> str:
         found += ": no menus before 3.0, so it opens a window listing them by number; no popups"
     elif server.version() < POPUPS_FROM:
         found += ": no popups before 3.2"
-    return f"reptyr-tmux: prefix + {key} adopts a running process ({found})"
+    return f"reptyr-tmux is ready: prefix + {key} adopts a running process ({found})"

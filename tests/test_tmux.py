@@ -188,7 +188,7 @@ def test_plugin_init_says_which_tmux_it_found(spawn, tmux):
     result = subprocess.run([*CLI, "plugin-init", "-L", tmux.socket], capture_output=True, text=True)
     assert (result.returncode, result.stdout) == (0, "")  # not a terminal: stdout would be view-mode
     found = tmux("-V").split()[-1]
-    client.expect(f"reptyr-tmux: prefix + A adopts a running process (tmux {found}")  # on the status line
+    client.expect(f"reptyr-tmux is ready: prefix + A adopts a running process (tmux {found}")  # status line
 
 
 def pick_list(tmux: Tmux, *extra: str) -> list[str]:
