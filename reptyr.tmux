@@ -11,9 +11,16 @@ tmux_cmd=(tmux)
 [ "${1:-}" = -L ] && tmux_cmd+=(-L "$2")  # a server other than the one running us (the tests')
 
 literal() { local text=${1//\#/##}; printf '%s' "${text//\%/%%}"; }  # no formats, no strftime
-say() { "${tmux_cmd[@]}" display-message -d "$2" "$(literal "$1")" 2>/dev/null; }
+# How long a message stays (display-message -d) is tmux 3.2's; older ones show it for display-time.
+timed=0
+"${tmux_cmd[@]}" display-message -d 1 -p '' >/dev/null 2>&1 && timed=1
+for_ms() { if [ "$timed" = 1 ]; then ms=(-d "$1"); else ms=(); fi; }
+say() { for_ms "$2"; "${tmux_cmd[@]}" display-message "${ms[@]}" "$(literal "$1")" 2>/dev/null; }
 key() { local k; k=$("${tmux_cmd[@]}" show-option -gqv @reptyr-key 2>/dev/null); printf '%s' "${k:-A}"; }
-bind_to_message() { "${tmux_cmd[@]}" bind-key "$(key)" display-message -d 15000 "$(literal "$1")"; }
+bind_to_message() {
+  for_ms 15000
+  "${tmux_cmd[@]}" bind-key "$(key)" display-message "${ms[@]}" "$(literal "$1")"
+}
 
 fail() {  # what failed, and the one command that fixes it (and then sets the plugin up)
   rm -rf "$venv" "$lock"  # half-made: the next load must not take it for a working one
@@ -35,9 +42,7 @@ build() {
     fi
   elif ! "$venv/bin/python" -m pip install -q "$dir" >"$log" 2>&1; then
     fail "pip could not install it into $venv ($(grep . "$log" | tail -n 1)); is the network up?" "$retry"
-  elif rm -rf "$lock" && "$venv/bin/reptyr-tmux" plugin-init "$@"; then
-    say "reptyr-tmux is ready: prefix + $(key) adopts a running process" 4000
-  else
+  elif ! { rm -rf "$lock" && "$venv/bin/reptyr-tmux" plugin-init "$@"; }; then  # it says it is ready
     fail "its key binding could not be made" "$venv/bin/reptyr-tmux plugin-init"
   fi
   rm -f "$log"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import termios
 import time
@@ -132,9 +133,10 @@ def _from_tmux_pane(tty: str) -> set[str] | None:
     flags = [m.tmux_flag for m in MODES if m.tmux_flag]
     fmt = "\t".join(["#{pane_tty}"] + ["#{" + f + "}" for f in flags])
     deadline = time.monotonic() + TMUX_CLIENTS_TIMEOUT_S
-    for socket_fd, uid in _askable_servers(_owner(tty)):
+    for socket_fd, uid, binary in _askable_servers(_owner(tty)):
         try:
-            out = _tmux_client(socket_fd, uid, ["list-panes", "-a", "-F", fmt], deadline - time.monotonic())
+            out = _tmux_client(binary, socket_fd, uid, ["list-panes", "-a", "-F", fmt],
+                               deadline - time.monotonic())
         finally:
             os.close(socket_fd)
         for line in out.splitlines():
@@ -152,9 +154,9 @@ def _owner(path: str) -> int | None:
         return None
 
 
-def _askable_servers(tty_owner: int | None) -> Iterator[tuple[int, int]]:
-    """(socket fd, uid to ask as) for each tmux server that no other user controls: a tmux client
-    obeys its server, which can make it exec any program (MSG_SHELL). A server counts only if all of
+def _askable_servers(tty_owner: int | None) -> Iterator[tuple[int, int, str]]:
+    """(socket fd, uid to ask as, its program) for each tmux server that no other user controls: a tmux
+    client obeys its server, which can make it exec any program (MSG_SHELL). A server counts only if all of
     its process's uids are ours (as root: root's, or the old terminal's owner's, asked with that
     user's rights), it lives in our mount namespace (its socket path means the same file to us),
     and its socket is that user's own in a directory nobody else may write (trust.open_socket_of)."""
@@ -172,7 +174,7 @@ def _askable_servers(tty_owner: int | None) -> Iterator[tuple[int, int]]:
         for path in _listening_sockets(pid):
             fd = trust.open_socket_of(path, uid)
             if fd is not None:
-                yield fd, uid
+                yield fd, uid, _binary_of(pid)
                 break
 
 
@@ -187,14 +189,27 @@ def _in_our_mount_namespace(pid: int) -> bool:
 TMUX_CLIENTS_TIMEOUT_S = 3.0  # for all servers together: the old terminal's owner's may never answer
 
 
-def _tmux_client(socket_fd: int, uid: int, args: list[str], timeout: float) -> str:
+def _binary_of(server_pid: int) -> str:
+    """The tmux the server runs, if it is one: a client of another tmux release cannot talk to it (and
+    hangs until the timeout). It is run as the server's user, the only one it is asked as, so a file of
+    theirs gets nothing more. Anything else (a program merely named tmux, a deleted binary): our tmux."""
+    try:
+        path = os.readlink(f"/proc/{server_pid}/exe")
+    except OSError:
+        path = ""
+    if os.path.basename(path).startswith("tmux") and os.path.isabs(path) and os.path.isfile(path):
+        return path
+    return shutil.which("tmux") or "tmux"
+
+
+def _tmux_client(binary: str, socket_fd: int, uid: int, args: list[str], timeout: float) -> str:
     """Run a tmux client against the socket held by `socket_fd`, as `uid`, with a clean environment;
     its output, or "" if it failed or took longer than `timeout` seconds."""
     if timeout <= 0:
         return ""
     try:
         identity = trust.as_user(uid)
-        result = subprocess.run(["tmux", "-S", f"/proc/self/fd/{socket_fd}", *args], pass_fds=[socket_fd],
+        result = subprocess.run([binary, "-S", f"/proc/self/fd/{socket_fd}", *args], pass_fds=[socket_fd],
                                 capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd="/",
                                 env=trust.CLEAN_ENV, timeout=timeout, **identity)
     except (KeyError, OSError, subprocess.SubprocessError):

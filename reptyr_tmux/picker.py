@@ -22,7 +22,7 @@ from reptyr_tmux.launch import python_argv
 from reptyr_tmux.session import survey_session
 from reptyr_tmux.survey import choose_mode, survey
 from reptyr_tmux.text import from_bytes, printable, tmux_literal, whole_words
-from reptyr_tmux.tmux import Server
+from reptyr_tmux.tmux import MENUS_FROM, Server
 
 MENU_KEYS = "123456789abcdefghijklmnoprstuvwxyz"
 MENU_WIDTH = 70
@@ -151,13 +151,24 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--list", action="store_true", help="print the candidates instead of a menu")
     parser.add_argument("-L", dest="socket_name", metavar="NAME", help="tmux server socket name")
     parser.add_argument("-S", dest="socket_path", metavar="PATH", help="tmux server socket path")
+    parser.add_argument("--numbered", action="store_true", help="a numbered list on this terminal instead "
+                        "of a menu: what prefix + A opens in a new window on tmux before 3.0 (no menus)")
     parser.add_argument(status.FLAG, dest="status_line", action="store_true", help=status.HELP)
     args = parser.parse_args(argv)
     server = Server(args.socket_name, args.socket_path)
     options = _options(server)
-    popup_possible = not args.list and _popup_possible(options["@reptyr-picker"], server)
+    if server.version() < MENUS_FROM and not (args.list or args.numbered):
+        _open_numbered_window(server, args)
+        return 0
+    popup_possible = not (args.list or args.numbered) and _popup_possible(options["@reptyr-picker"], server)
     found = candidates(pane_ttys(server), args.all or options["@reptyr-pick-all"] == "on",
                        enough=None if args.list or popup_possible else len(MENU_KEYS))
+    if args.numbered:
+        from reptyr_tmux import numbered  # it builds on this module
+
+        cand = numbered.choose(found, f"Adopt which process? (tmux {server.version_text()} has no menus: "
+                               "display-menu came in tmux 3.0)")
+        return 0 if cand is None else numbered.adopt(cand, _adopt_argv(args, options))
     if args.list:
         for cand in found:
             print(printable(f"{label(cand)}{'  [' + cand.refusal + ']' if cand.refusal else ''}"))
@@ -190,6 +201,15 @@ def _pick_in_popup(server: Server, found: list[Candidate], client: tuple[int, in
     if chosen is not None:
         server.cmd("run-shell", "-b", shlex.join(adopt_command(chosen, _adopt_argv(args, options))
                                                  ).replace("#", "##"))
+
+
+def _open_numbered_window(server: Server, args: argparse.Namespace) -> None:
+    """tmux before 3.0 has no display-menu: the list goes into a window of its own, as for GNU screen;
+    the window closes once a number (or Enter) is typed."""
+    where = [*(["-L", args.socket_name] if args.socket_name else []),
+             *(["-S", args.socket_path] if args.socket_path else [])]
+    pick = [*python_argv("reptyr_tmux"), "pick", "--numbered", *(["--all"] if args.all else []), *where]
+    server.cmd("new-window", "-n", "adopt", shlex.join(pick))
 
 
 def _client_size(server: Server) -> tuple[int, int]:

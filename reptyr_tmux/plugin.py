@@ -13,7 +13,7 @@ import sys
 from reptyr_tmux import status
 from reptyr_tmux.errors import ReptyrError
 from reptyr_tmux.launch import python_argv
-from reptyr_tmux.tmux import Server
+from reptyr_tmux.tmux import MENUS_FROM, POPUPS_FROM, Server
 
 DEFAULT_KEY = "A"  # prefix + A: unbound in tmux's defaults; "A" for adopt
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9~!@%^&*()_+=\[\]{}:,.<>/?|-]+$|^[CM]-\S+$|^F\d{1,2}$")
@@ -34,9 +34,23 @@ def init(argv: list[str]) -> int:
         socket = ["-L", args.socket_name] if args.socket_name else []
         pick = [*python_argv("reptyr_tmux"), "pick", status.FLAG, *socket]
         server.cmd("bind-key", key, "run-shell", "-b", shlex.join(pick).replace("#", "##"))
+        said = ready_sentence(key, server)
+        server.message(said)  # seen when re-run from a client (TPM's prefix + I, source-file)
+        if sys.stdout.isatty():  # by hand; from tmux.conf stdout would land in a pane's view-mode
+            print(said)
     except ReptyrError as e:
         print(f"reptyr-tmux: {e}", file=sys.stderr)
         if server is not None:  # run from tmux.conf, stderr goes nowhere
             server.message(f"reptyr-tmux: {e}", duration_ms=status.ERROR_MS)
         return e.exit_code
     return 0
+
+
+def ready_sentence(key: str, server: Server) -> str:
+    """What the binding does with the tmux found, and what that tmux lacks."""
+    found = f"tmux {server.version_text()}"
+    if server.version() < MENUS_FROM:
+        found += ": no menus before 3.0, so it opens a window listing them by number; no popups"
+    elif server.version() < POPUPS_FROM:
+        found += ": no popups before 3.2"
+    return f"reptyr-tmux is ready: prefix + {key} adopts a running process ({found})"

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 
-from reptyr_tmux import proc
-from reptyr_tmux.picker import candidates, label
-from reptyr_tmux.text import printable
+from reptyr_tmux import numbered, proc
+from reptyr_tmux.picker import candidates
 
 
 def _screen_window_ttys() -> set[proc.Tty]:
@@ -34,20 +32,8 @@ def main(argv: list[str]) -> int:
         print("reptyr-tmux screen-pick: run this inside GNU screen (see the README's screenrc line)",
               file=sys.stderr)
         return 2
-    found = [c for c in candidates(_screen_window_ttys(), enough=30) if c.refusal is None]
-    if not found:
-        input("No process to adopt. Press Enter. ")
+    found = candidates(_screen_window_ttys(), enough=30)
+    cand = numbered.choose(found, "Adopt which process into a new screen window?")
+    if cand is None:
         return 0
-    print("Adopt which process into a new screen window?\n")
-    for number, cand in enumerate(found, 1):
-        print(printable(f"{number:3}  {label(cand)}", 150))
-    answer = input("\nnumber (Enter to cancel): ").strip()
-    if not answer.isdigit() or not 1 <= int(answer) <= len(found):
-        return 0
-    cand = found[int(answer) - 1]
-    argv = [sys.executable, "-m", "reptyr_tmux", "adopt", "--screen-session", session, "--start-time",
-            str(cand.starttime), *(["-s"] if cand.stdio else []), str(cand.pid)]
-    result = subprocess.run(argv)
-    if result.returncode != 0:
-        input("Press Enter. ")
-    return result.returncode
+    return numbered.adopt(cand, [sys.executable, "-m", "reptyr_tmux", "adopt", "--screen-session", session])

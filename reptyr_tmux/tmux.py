@@ -21,6 +21,12 @@ from reptyr_tmux.text import printable, tmux_literal, tmux_message
 PANE_FORMAT = "#{pane_id}\t#{pane_pid}\t#{pane_tty}\t#{window_id}\t#{session_name}\t#{window_index}"
 PLACEMENTS = {"window": ["new-window"], "split-h": ["split-window", "-h"],
               "split-v": ["split-window", "-v"]}
+MENUS_FROM = (3, 0)  # display-menu
+PANE_OPTIONS_FROM = (3, 0)  # set-option -p
+POPUPS_FROM = (3, 2)  # display-popup
+POPUP_TITLES_FROM = (3, 3)  # display-popup -T
+TIMED_MESSAGES_FROM = (3, 2)  # display-message -d
+LITERAL_WINDOW_NAMES = ((3, 0), (3, 0))  # 3.0 and 3.0a take new-window -n as it is; others expand formats
 
 
 class TmuxError(ReptyrError):
@@ -34,6 +40,7 @@ class Server:
         if binary is None:
             raise TmuxError("tmux is not installed (apt-get install tmux)")
         self.argv = [binary]
+        self._version_text: str | None = None
         if socket_name:
             self.argv += ["-L", socket_name]
         if socket_path:
@@ -55,8 +62,9 @@ class Server:
     def open_pane(self, placement: str, command: list[str], name: str, target: str | None) -> Pane:
         if placement != "popup":
             return self.new_pane(placement, command, name, target)
-        if self.version() < (3, 2):
-            raise Refusal("--popup needs tmux 3.2 or newer; use --window, --split-h or --split-v")
+        if self.version() < POPUPS_FROM:
+            raise Refusal(f"--popup needs tmux 3.2 or newer (this is tmux {self.version_text()}); use "
+                          "--window, --split-h or --split-v")
         return self.new_popup(command, name, target)
 
     def can_type(self) -> bool:
@@ -75,7 +83,9 @@ class Server:
             return  # titled at creation; a popup has no options of its own
         if placement != "window":
             self.cmd("select-pane", "-t", pane.pane_id, "-T", tmux_literal(name, 40))
-        if remain_on_exit:
+        if remain_on_exit and self.version() < PANE_OPTIONS_FROM:  # the pane's window, then
+            self.cmd("set-window-option", "-t", pane.pane_id, "remain-on-exit", "on")
+        elif remain_on_exit:
             self.cmd("set-option", "-p", "-t", pane.pane_id, "remain-on-exit", "on")
 
     def refuse_own(self, pid: int) -> None:
@@ -86,7 +96,7 @@ class Server:
         """A new window or split running `command` as its first process."""
         args = [*PLACEMENTS[placement], "-P", "-F", PANE_FORMAT]
         if placement == "window":
-            args += ["-n", tmux_literal(name, 40)]
+            args += ["-n", self.window_name(name)]
         if target:
             args += ["-t", target]
         fields = self.cmd(*args, *command).strip().split("\t")
@@ -96,7 +106,9 @@ class Server:
     def new_popup(self, command: list[str], name: str, target: str | None) -> Pane:
         """A popup (tmux >= 3.2) running `command`, which must write "pid tty" to the file named by
         its last argument once ready: a popup has no pane_pid/pane_tty to ask tmux for."""
-        args = ["display-popup", "-E", "-w", "90%", "-h", "80%", "-T", tmux_literal(name, 40)]
+        args = ["display-popup", "-E", "-w", "90%", "-h", "80%"]
+        if self.version() >= POPUP_TITLES_FROM:
+            args += ["-T", tmux_literal(name, 40)]
         if target:
             args += ["-t", target]
 
@@ -108,11 +120,25 @@ class Server:
         pid, tty = launch_and_read_report(launch, "tmux display-popup")
         return Pane("popup", pid, tty, "", "a tmux popup")
 
+    def window_name(self, name: str) -> str:
+        """`name` as new-window -n shows it as it is: '#' doubled where tmux reads -n as a format."""
+        literal = LITERAL_WINDOW_NAMES[0] <= self.version() <= LITERAL_WINDOW_NAMES[1]
+        return printable(name, 40) if literal else tmux_literal(name, 40)
+
+    def version_text(self) -> str:
+        """What `tmux -V` says after "tmux " ("3.3a", "next-3.6"); asked once per Server."""
+        if self._version_text is None:
+            said = subprocess.run([self.argv[0], "-V"], capture_output=True, text=True).stdout.split()
+            self._version_text = said[-1] if said else "(unknown version)"
+        return self._version_text
+
     def version(self) -> tuple[int, int]:
-        text = subprocess.run([self.argv[0], "-V"], capture_output=True, text=True).stdout
-        digits = "".join(ch if ch.isdigit() or ch == "." else " " for ch in text).split()
-        major, _, minor = (digits[0] if digits else "0.0").partition(".")
-        return int(major), int(minor or 0)
+        """(major, minor): 3.1c is (3, 1); a build without a number ("master") counts as the newest."""
+        digits = "".join(ch if ch.isdigit() or ch == "." else " " for ch in self.version_text()).split()
+        if not digits:
+            return (99, 0)
+        major, _, minor = digits[0].partition(".")
+        return int(major), int(minor.split(".")[0] or 0)
 
     def pane_ttys(self) -> set[str]:
         return set(self.cmd("list-panes", "-a", "-F", "#{pane_tty}").split())
@@ -126,13 +152,10 @@ class Server:
     def message(self, text: str, target: str | None = None, duration_ms: int = SUMMARY_MS) -> None:
         """On the status line for `duration_ms` (tmux keeps it in its message log too: show-messages)."""
         where = ["-t", target] if target else []
-        try:
-            self.cmd("display-message", "-d", str(duration_ms), *where, tmux_message(text))
-        except TmuxError as e:
-            if "flag" not in str(e):
-                return  # no client to show it to: the caller prints it as well
-            with contextlib.suppress(TmuxError):
-                self.cmd("display-message", *where, tmux_message(text))  # tmux < 3.2 has no -d
+        # older tmux shows it for display-time
+        lasting = ["-d", str(duration_ms)] if self.version() >= TIMED_MESSAGES_FROM else []
+        with contextlib.suppress(TmuxError):  # no client to show it to: the caller prints it as well
+            self.cmd("display-message", *lasting, *where, tmux_message(text))
 
     def option(self, name: str) -> str:
         return self.cmd("show-option", "-gqv", name).strip()

@@ -37,6 +37,7 @@ class Terminal:
         self.master = master
         self.slave_path = slave_path
         self.seen = b""
+        self.drawn = b""  # everything ever read, for rendering the screen as a whole (menu_key)
 
     @classmethod
     def open(cls) -> tuple[Terminal, int]:
@@ -74,6 +75,7 @@ class Terminal:
         except OSError:
             return False
         self.seen += data
+        self.drawn += data
         return bool(data)
 
     def close(self) -> None:
@@ -242,7 +244,7 @@ class Client:
 
         self.term = attached_client(server, user=User.named(user) if user else None, size=(cols, rows))
         self.pid = self.term.pid
-        self._screen = pyte.Screen(cols, rows)
+        self._screen = emulator(cols, rows)
         self._stream = pyte.ByteStream(self._screen)
 
     def type(self, keys: bytes) -> None:
@@ -260,12 +262,39 @@ class Client:
         return "\n".join(self._screen.display)
 
     def menu_key(self, pid: int) -> str:
-        """The key of the menu item that names `pid`, read off the menu as drawn."""
-        line = next(line for line in self.text().splitlines() if f" {pid} " in line)
-        return line[line.rindex("(") + 1 : line.rindex(")")]
+        return menu_key_on(self.text(), pid)
 
     def close(self) -> None:
         self.term.close()  # kills and reaps the client
+
+
+def menu_key_on(screen: str, pid: int) -> str:
+    """The key of the menu item that names `pid`, read off the menu as drawn on `screen`: taken from
+    the menu itself, it cannot be shifted by a process that came or went since some earlier list."""
+    line = next(line for line in screen.splitlines() if f" {pid} " in line)
+    return line[line.rindex("(") + 1 : line.rindex(")")]
+
+
+def emulator(cols: int, rows: int):
+    """A pyte screen that also takes tmux 3.7's private device-status query (ESC [ ? n), on which
+    pyte 0.8 raises; it is a question to the terminal, nothing drawn."""
+    import pyte
+
+    class Screen(pyte.Screen):
+        def report_device_status(self, *args, **kwargs) -> None:
+            kwargs.pop("private", None)
+            super().report_device_status(*args, **kwargs)
+
+    return Screen(cols, rows)
+
+
+def rendered(drawn: bytes, size: tuple[int, int]) -> str:
+    """What a terminal of `size` (columns, rows) shows after all of `drawn`."""
+    import pyte
+
+    screen = emulator(*size)
+    pyte.ByteStream(screen).feed(drawn)
+    return "\n".join(screen.display)
 
 
 def build_c(tmp_path_factory, source: str, *flags: str) -> str:
@@ -340,6 +369,21 @@ class Tmux:
 
     def pane(self, target: str, fmt: str) -> str:
         return self("display-message", "-p", "-t", target, fmt).strip()
+
+    def key_binding(self, key: str, table: str = "prefix") -> str:
+        """The binding of `key`, picked from the whole table: `list-keys -T TABLE KEY` takes no key
+        before 3.1, and 3.7 sends a single match to the status line rather than stdout (a tmux bug)."""
+        for line in self("list-keys", "-T", table).splitlines():
+            if f" -T {table} {key} " in " ".join(line.split()) + " ":
+                return line
+        return ""
+
+    @staticmethod
+    def version() -> tuple[int, int]:
+        """The (major, minor) of the tmux on PATH, as the product reads it (CI runs other releases)."""
+        from reptyr_tmux.tmux import Server
+
+        return Server(socket_name="version").version()
 
 
 @pytest.fixture(scope="session", autouse=True)

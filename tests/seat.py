@@ -14,9 +14,12 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 
-from conftest import ECHO, Spawner, Terminal, Victim
-from realssh import SYSTEM_PYTHON, UserTmux, attached_client, spawn_on_pty, user_tmux
+import pytest
+from conftest import ECHO, Spawner, Terminal, Victim, menu_key_on, rendered
+from realssh import SIZE, SYSTEM_PYTHON, UserTmux, attached_client, spawn_on_pty, user_tmux
 from users import User, as_user, new_user, user_env
+
+from reptyr_tmux.tmux import MENUS_FROM
 
 
 class Seat:
@@ -72,12 +75,27 @@ class Seat:
     def open_menu(self) -> str:
         """prefix + A typed into the client; the menu as drawn (raw bytes, decoded)."""
         assert self.client is not None
+        if self.server.version() < MENUS_FROM:
+            pytest.skip("tmux before 3.0 has no display-menu (test_menu's numbered window covers prefix + A)")
         self.client.write(b"\x02A")
         self.client.expect("adopt which process?")
         return self.client.expect("\u2518")  # the menu's bottom right corner: all of it is drawn
 
+    def screen(self) -> str:
+        """The client's screen as a person sees it now."""
+        assert self.client is not None
+        self.client.quiet_for(0.05)
+        return rendered(self.client.drawn, SIZE)
+
+    def menu_key(self, pid: int) -> str:
+        """The key of `pid`'s row in the menu now open, read off the client's screen."""
+        assert self.client is not None
+        return menu_key_on(rendered(self.client.drawn, SIZE), pid)
+
     def messages(self) -> str:
-        return self.tmux("show-messages")
+        """tmux's message log; before 3.0 each client keeps its own, asked for by name."""
+        clients = self.tmux("list-clients", "-F", "#{client_tty}").split()
+        return "".join([self.tmux("show-messages"), *(self.tmux("show-messages", "-t", c) for c in clients)])
 
     def panes_in_mode(self) -> list[str]:
         return [line for line in self.tmux("list-panes", "-a", "-F", "#{pane_id} #{pane_mode}").splitlines()

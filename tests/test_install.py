@@ -12,11 +12,17 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import Tmux, wait_for
 from test_tmux import attach_client
+from users import USER_PATH
+
+from reptyr_tmux.tmux import MENUS_FROM
+
+pytestmark = pytest.mark.tmux  # run again with each other tmux release in CI (.ci/tmux-versions.sh)
 
 ROOT = Path(__file__).resolve().parent.parent
-BARE_PATH = "/usr/local/bin:/usr/bin:/bin"  # no reptyr-tmux on it: as on a machine TPM cloned it to
+BARE_PATH = USER_PATH  # no reptyr-tmux on it, as on a machine TPM cloned it to (the tmux under test first)
 BUILD_S = 300  # a venv and a pip install, on a loaded 2-core machine
 
 
@@ -38,8 +44,12 @@ def load_plugin(clone: Path, tmux: Tmux, **env: str) -> float:
 
 
 def binding(tmux: Tmux) -> str:
-    return subprocess.run([*tmux.argv, "list-keys", "-T", "prefix", "A"], capture_output=True,
-                          text=True).stdout
+    return tmux.key_binding("A")
+
+
+def picker_title() -> str:
+    """What prefix + A opens: the menu, or before tmux 3.0 (no display-menu) the numbered window."""
+    return "adopt which process?" if Tmux.version() >= MENUS_FROM else "Adopt which process?"
 
 
 def something_to_adopt(spawn) -> None:
@@ -77,7 +87,7 @@ def test_a_failed_build_says_what_failed_and_the_fix_builds_in_the_background(tm
     client.expect("reptyr-tmux is ready")
     assert (clone / ".venv" / "bin" / "reptyr-tmux").exists() and not (clone / ".venv.building").exists()
     client.write(b"\x02A")
-    client.expect("adopt which process?")
+    client.expect(picker_title())
     client.write(b"\x1b")
 
 
@@ -94,7 +104,7 @@ def test_the_pipx_line_needs_the_package_alone(spawn, tmp_path):
         something_to_adopt(spawn)
         client = attach_client(tmux, spawn)
         client.write(b"\x02A")
-        client.expect("adopt which process?")
+        client.expect(picker_title())
         client.write(b"\x1b")
     finally:
         tmux.kill()

@@ -8,11 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import CLI, ECHO, VICTIMS, Terminal, Tmux, gone, wait_for
 from realssh import attached_client
 
 from reptyr_tmux import proc
 from reptyr_tmux.holder import READY_COMMS
+from reptyr_tmux.tmux import POPUPS_FROM
+
+pytestmark = pytest.mark.tmux  # run again with each other tmux release in CI (.ci/tmux-versions.sh)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,6 +39,13 @@ def test_adopt_echo_program_into_a_window(spawn, tmux):
     tmux.wait_screen(pane, "got: hello pane")
     assert victim.stat().tty_dev == os.stat(tmux.pane(pane, "#{pane_tty}")).st_rdev
     assert tmux.pane(pane, "#{window_name}") == "python"
+
+
+def test_window_names_show_a_hash_as_it_is(spawn, tmux):
+    """3.0 takes new-window -n literally, the others read it as a format: '#' is doubled only there."""
+    victim = spawn.on_pty([*ECHO, "--name", "a#b#{c}"])
+    adopted(tmux, victim)
+    assert tmux("list-windows", "-t", "main", "-F", "#{window_name}").split() == ["bash", "a#b#{c}"]
 
 
 def masters_of(tty_path: str) -> set[int]:
@@ -69,7 +80,11 @@ def test_no_relay_process_and_a_tiny_holder(spawn, tmux):
 def test_resize_ctrl_c_reach_the_target(spawn, tmux):
     victim = spawn.on_pty([*ECHO, "--catch-int"])
     pane = adopted(tmux, victim)
-    tmux("resize-window", "-t", pane, "-x", "77", "-y", "21")
+    if tmux.version() < (3, 1):  # 3.0 applies resize-window only once a client shows the window, 2.x has
+        # none: the window takes the size of a client that shows it (a row less: its status line)
+        spawn.terminals.append(attached_client(tmux, term="xterm", size=(77, 22)))
+    else:
+        tmux("resize-window", "-t", pane, "-x", "77", "-y", "21")
     tmux.wait_screen(pane, "winch 21x77")
     tmux("send-keys", "-t", pane, "C-c")
     tmux.wait_screen(pane, "sigint")
@@ -162,10 +177,18 @@ def test_stdio_adoption_of_a_process_without_terminal(spawn, tmux):
 
 def test_plugin_binds_default_and_custom_keys(tmux):
     subprocess.run([str(ROOT / "reptyr.tmux"), "-L", tmux.socket], check=True)
-    assert "pick" in tmux("list-keys", "-T", "prefix", "A")
+    assert "pick" in tmux.key_binding("A")
     tmux("set-option", "-g", "@reptyr-key", "F")
     subprocess.run([str(ROOT / "reptyr.tmux"), "-L", tmux.socket], check=True)
-    assert "pick" in tmux("list-keys", "-T", "prefix", "F")
+    assert "pick" in tmux.key_binding("F")
+
+
+def test_plugin_init_says_which_tmux_it_found(spawn, tmux):
+    client = attach_client(tmux, spawn)
+    result = subprocess.run([*CLI, "plugin-init", "-L", tmux.socket], capture_output=True, text=True)
+    assert (result.returncode, result.stdout) == (0, "")  # not a terminal: stdout would be view-mode
+    found = tmux("-V").split()[-1]
+    client.expect(f"reptyr-tmux is ready: prefix + A adopts a running process (tmux {found}")  # status line
 
 
 def pick_list(tmux: Tmux, *extra: str) -> list[str]:
@@ -192,7 +215,13 @@ def attach_client(tmux: Tmux, spawn) -> Terminal:
 def test_popup_placement(spawn, tmux):
     victim = spawn.on_pty(ECHO)
     client = attach_client(tmux, spawn)
+    old_tty = victim.stat().tty_dev
     result = adopt(tmux, victim.pid, "--popup")
+    if tmux.version() < POPUPS_FROM:  # no display-popup: refused in one sentence, nothing touched
+        assert (result.returncode, result.stdout) == (2, "")
+        assert result.stderr.startswith("reptyr-tmux: --popup needs tmux 3.2 or newer (this is tmux ")
+        assert victim.stat().tty_dev == old_tty and tmux.windows() == ["0"]
+        return
     assert result.returncode == 0, result.stderr
     client.expect("winch")  # the program's first words, drawn in the popup on the client's screen
     client.write(b"in the popup\r")

@@ -31,7 +31,10 @@ import pytest
 
 from reptyr_tmux import proc
 
-USER_PATH = "/usr/local/bin:/usr/bin:/bin"
+# A login's PATH, with the tmux these tests run first (CI puts other releases first on PATH): a server
+# started by the user must be the release under test, and a client of another release cannot talk to it.
+USER_PATH = ":".join(dict.fromkeys([os.path.dirname(shutil.which("tmux") or "/usr/bin"),
+                                    "/usr/local/bin", "/usr/bin", "/bin"]))
 
 
 @dataclass(frozen=True)
