@@ -39,7 +39,10 @@ def with_jobs(shell: Shell) -> dict[str, int]:
 
 
 def _by_arg(shell: Shell, arg: str) -> int:
-    return next(s.pid for s in proc.all_stats() if s.sid == shell.pid and proc.cmdline(s.pid)[-1:] == [arg])
+    """The session's process whose last argument is `arg`, once its fork has exec'd."""
+    return wait_for(lambda: next((s.pid for s in proc.all_stats()
+                                  if s.sid == shell.pid and proc.cmdline(s.pid)[-1:] == [arg]), None),
+                    what=f"the job with {arg}")
 
 
 def move(spawn, shell: Shell, pid: int, **kwargs):
@@ -174,9 +177,7 @@ def test_refuses_a_session_with_someone_elses_process_before_touching_it(spawn, 
 def test_a_stopped_process_in_the_shells_own_group_is_refused_and_stays_stopped(spawn, shell):
     """The switch's SIGCONT to the shell's group would wake it the moment it is sent."""
     shell.run("set +m; sleep 1002 & set -m")  # without job control: in the shell's own group
-    sleeper = wait_for(lambda: next((s.pid for s in proc.all_stats()  # (until the fork has exec'd sleep)
-                                     if s.sid == shell.pid and proc.cmdline(s.pid)[-1:] == ["1002"]), None),
-                       what="the background sleep")
+    sleeper = _by_arg(shell, "1002")
     assert proc.read_stat(sleeper).pgid == shell.pid
     os.kill(sleeper, signal.SIGSTOP)
     wait_for(lambda: proc.read_stat(sleeper).state == "T", what="the stop")
@@ -206,8 +207,7 @@ def test_input_typed_ahead_on_the_old_terminal_is_typed_into_the_pane(shell, tmu
     """A line typed while the job ran (nobody read it yet) and a half-typed one: as on the old terminal,
     they wait for whoever reads next, now in the pane; the shell runs the line once the job ends."""
     shell.term.write(b"sleep 1003\n")
-    sleeper = wait_for(lambda: next((s.pid for s in proc.all_stats() if s.sid == shell.pid
-                                     and proc.cmdline(s.pid)[-1:] == ["1003"]), None), what="the job")
+    sleeper = _by_arg(shell, "1003")
     shell.term.write(b"echo carried-$((6*7)) '#{pane_id}'\necho half-")  # (no format may expand)
     shell.term.expect("echo half-")  # echoed: in the old terminal's input queue now
     result = subprocess.run([*CLI, "adopt", "-L", tmux.socket, "-t", "main", str(sleeper)],
