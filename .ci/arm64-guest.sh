@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Run inside the arm64 guest by its init (see .ci/arm64-image.sh), in the checkout on its second disk:
+# install the package from the wheels the host put there (the guest has no network), then pytest.
+set -euo pipefail
+echo "arm64 guest: $(uname -m), kernel $(uname -r), $(nproc) cpus, python $(python3 -c 'import sys; print(sys.version.split()[0])')"
+started=$(date +%s)
+/usr/bin/python3 -m venv .venv
+.venv/bin/python -m pip install -q --no-index --find-links .arm64-wheels -e '.[test]'
+.venv/bin/python -m compileall -q reptyr_tmux
+echo "installed in $(( $(date +%s) - started )) s"
+mapfile -t tests <.arm64-tests
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -rs "${tests[@]}"
