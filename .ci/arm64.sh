@@ -16,7 +16,7 @@ LIMIT=${ARM64_LIMIT:-40m}  # the guest's whole run, boot to power-off
 
 BUILD_DIR='' RUN_DIR=''
 started=$SECONDS
-took() { printf '%d.%d min' $(( ($SECONDS - $1) / 60 )) $(( ($SECONDS - $1) % 60 * 10 / 60 )); }
+took() { printf '%d.%d min' $(( (SECONDS - $1) / 60 )) $(( (SECONDS - $1) % 60 * 10 / 60 )); }
 finish() {
   local status=$?
   trap - EXIT INT TERM HUP
