@@ -122,6 +122,20 @@ def wait_for(predicate, timeout: float = 5.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+READ_SYSCALL = {"x86_64": 0, "aarch64": 63}
+
+
+def blocked_reading_fd(pid: int, fd: int) -> bool:
+    """Whether `pid` sits in read(fd, ...) (/proc/PID/syscall: number, then the arguments)."""
+    try:
+        with open(f"/proc/{pid}/syscall") as f:
+            fields = f.read().split()
+    except OSError:
+        return False
+    wanted = READ_SYSCALL.get(os.uname().machine)
+    return len(fields) > 2 and fields[0] == str(wanted) and int(fields[1], 16) == fd
+
+
 class Spawner:
     def __init__(self) -> None:
         self.victims: list[Victim] = []
@@ -161,7 +175,9 @@ class Spawner:
         victim = Victim(child.pid, Terminal(-1, "?"), children=[child.pid])
         self.pipes.append(child.stdin)
         self._track(victim)
-        time.sleep(0.3)
+        # Started means blocked reading its stdin: a slow machine (arm64 under emulation) takes seconds
+        # to start a Python, and a snapshot taken before would see it still changing.
+        wait_for(lambda: blocked_reading_fd(child.pid, 0), timeout=60, what="the victim to read its stdin")
         return victim
 
     def new_terminal(self) -> tuple[Terminal, int]:
