@@ -2,9 +2,10 @@
 # initrd, built once per machine and package list under $CACHE_DIR/arm64-KEY/ and reused after.
 #
 # The build is debootstrap --foreign (host side, arm64 .debs unpacked) plus the second stage run under
-# qemu-user-static (binfmt_misc). Under emulation an initramfs build takes minutes and every kernel or
-# udev package would trigger one, so update_initramfs=no holds them all back and one initrd is made at
-# the end with only the modules a qemu "virt" machine needs to mount its root.
+# qemu-user-static (binfmt_misc). Under emulation an initramfs build with all modules takes ~15 min and
+# the kernel package and every trigger would make one, so INITRD=No (the kernel's postinst hook) and
+# update_initramfs=no (the triggers) hold them all back, and one initrd is made at the end with only the
+# modules a qemu "virt" machine needs to mount its root.
 
 ARM64_PACKAGES=(python3 python3-venv gcc libc6-dev binutils tmux procps less git screen bash dash zsh fish vim
                 ncurses-bin util-linux passwd login openssh-server openssh-client iproute2 ca-certificates
@@ -89,7 +90,7 @@ arm64_build() {
   printf 'force-confdef\nforce-confold\n' >"$root/etc/dpkg/dpkg.cfg.d/ci-keep-our-conffiles"
   echo "update_initramfs=no" >"$root/etc/initramfs-tools/update-initramfs.conf"
   echo "second stage under qemu-user-static ($(( (SECONDS - started) / 60 )) min so far)"
-  env -i PATH="$ROOT_PATH" HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive \
+  env -i PATH="$ROOT_PATH" HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive INITRD=No \
     "$CHROOT" "$root" /debootstrap/debootstrap --second-stage >"$BUILD_DIR/second-stage.log" 2>&1 ||
     { tail -n 30 "$BUILD_DIR/second-stage.log"; return 1; }
   arm64_configure "$root"
