@@ -46,9 +46,16 @@ sleep 30
 
 arm64_host_packages() {
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends --no-upgrade \
-    qemu-system-arm qemu-user-static binfmt-support debootstrap e2fsprogs >/dev/null
+  local tool
+  for tool in qemu-system-aarch64 qemu-aarch64-static update-binfmts debootstrap mkfs.ext4 ""; do
+    [ -z "$tool" ] || command -v "$tool" >/dev/null || break
+  done
+  if [ -n "$tool" ]; then  # something is missing (apt's lists lock may be busy: wait for it)
+    apt-get update -qq -o DPkg::Lock::Timeout=600 -o Acquire::Lock::Timeout=600 ||
+      { sleep 30; apt-get update -qq; }
+    apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends --no-upgrade \
+      qemu-system-arm qemu-user-static binfmt-support debootstrap e2fsprogs >/dev/null
+  fi
   # binfmt_misc runs the arm64 programs of the second stage through qemu-aarch64-static.
   [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
   update-binfmts --enable qemu-aarch64 2>/dev/null || true
