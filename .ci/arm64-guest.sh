@@ -5,10 +5,14 @@ set -euo pipefail
 export CI=${CI:-true}  # as in .ci/run: a victim that does not build fails its tests instead of skipping them
 echo "arm64 guest: $(uname -m), kernel $(uname -r), $(nproc) cpus, python $(python3 -c 'import sys; print(sys.version.split()[0])')"
 started=$(date +%s)
-/usr/bin/python3 -m venv .venv
-# No build isolation: a second throwaway environment costs minutes under emulation.
-.venv/bin/python -m pip install -q --no-index --find-links .arm64-wheels setuptools wheel
-.venv/bin/python -m pip install -q --no-index --find-links .arm64-wheels --no-build-isolation -e '.[test]'
+# Under emulation every step costs minutes: no build isolation (a second throwaway environment) and no
+# byte-compiling at install time (pip, pygments); Python writes what it imports as it goes.
+/usr/bin/python3 -m venv --without-pip .venv
+pip_wheel=$(ls /usr/share/python-wheels/pip-*.whl | head -n 1)
+.venv/bin/python "$pip_wheel/pip" install -q --no-index --no-compile "$pip_wheel"
+install=(.venv/bin/python -m pip install -q --no-index --no-compile --find-links .arm64-wheels)
+"${install[@]}" setuptools wheel
+"${install[@]}" --no-build-isolation -e '.[test]'
 .venv/bin/python -m compileall -q reptyr_tmux
 echo "installed in $(( $(date +%s) - started )) s"
 mapfile -t tests <.arm64-tests
