@@ -122,8 +122,6 @@ def test_target_sleeping_in_nanosleep_keeps_its_rhythm(spawn):
     assert victim.alive()
 
 
-@pytest.mark.xfail(os.uname().machine == "aarch64", strict=True,
-                   reason="aarch64: the kernel winds the call back before our stop, so it restarts whole")
 def test_interrupted_relative_nanosleep_keeps_its_deadline(spawn, sleeper):
     """The move interrupts a relative nanosleep; it must go on to its first deadline (the kernel's
     restart block), not sleep its whole interval again from the move on."""
