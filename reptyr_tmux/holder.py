@@ -20,6 +20,8 @@ execs a hand-assembled static x86_64 executable of 166 bytes (one PT_LOAD segmen
 no libc) from a memfd, which does nothing but ``poll({fd=3, POLLIN}, 1, -1)`` on the
 pidfd (moved to fd 3) and ``exit_group(0)``. Its resident set is a handful of pages.
 
+On aarch64 the waiter is the same program assembled from native/waiter-aarch64.S (60 bytes of code).
+
 Fallback: on other architectures, when memfd_create/execve fail (e.g. a
 vm.memfd_noexec=2 policy or a noexec mount), or when REPTYR_TMUX_HOLDER_PYTHON=1 is set,
 the holder stays in Python and blocks in select.poll on the pidfd. That costs no CPU
@@ -55,6 +57,7 @@ FORCE_PYTHON_ENV = "REPTYR_TMUX_HOLDER_PYTHON"
 MFD_EXEC = 0x0010  # linux >= 6.3; os.MFD_EXEC only exists from Python 3.12
 
 LOAD_ADDR = 0x400000
+EM_X86_64, EM_AARCH64 = 62, 183
 ELF_HEADER_SIZE = 64
 PROGRAM_HEADER_SIZE = 56
 SYS_POLL = 7
@@ -107,12 +110,12 @@ def _waiter_code() -> bytes:
     return prologue + loop + jump_back + epilogue
 
 
-def _elf_header(entry: int) -> bytes:
+def _elf_header(entry: int, e_machine: int) -> bytes:
     ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)  # ELFCLASS64, little endian, EV_CURRENT, SysV ABI
     return ident + struct.pack(
         "<HHIQQQIHHHHHH",
         2,                    # e_type: ET_EXEC
-        62,                   # e_machine: EM_X86_64
+        e_machine,            # e_machine: EM_X86_64 or EM_AARCH64
         1,                    # e_version
         entry,                # e_entry
         ELF_HEADER_SIZE,      # e_phoff: the program header follows this header
@@ -139,15 +142,25 @@ def _program_header(file_size: int) -> bytes:
     )
 
 
-def _elf_with(code: bytes) -> bytes:
-    """`code` (position independent) as a complete static ELF64 x86_64 executable image."""
+def _elf_with(code: bytes, e_machine: int = EM_X86_64) -> bytes:
+    """`code` (position independent) as a complete static ELF64 executable image."""
     code_offset = ELF_HEADER_SIZE + PROGRAM_HEADER_SIZE
     file_size = code_offset + len(code)
-    return _elf_header(LOAD_ADDR + code_offset) + _program_header(file_size) + code
+    return _elf_header(LOAD_ADDR + code_offset, e_machine) + _program_header(file_size) + code
 
 
-def waiter_elf() -> bytes:
-    """The waiter (exec'd by the Python holder, pidfd on fd 3) as a static ELF64 x86_64 executable."""
+# The aarch64 waiter: native/waiter-aarch64.S as assembled (tests/test_holder.py checks they agree).
+WAITER_AARCH64_CODE = bytes.fromhex(
+    "690080d22900c0f2e90f1ff8e0030091210080d2020080d2030080d2040080d2280980d2010000d4"
+    "1f1000b100ffff54000080d2c80b80d2010000d4"
+)
+WAITER_MACHINES = ("x86_64", "aarch64")
+
+
+def waiter_elf(for_machine: str = "x86_64") -> bytes:
+    """The waiter (exec'd by the Python holder, pidfd on fd 3) as a static ELF64 executable."""
+    if for_machine == "aarch64":
+        return _elf_with(WAITER_AARCH64_CODE, EM_AARCH64)
     return _elf_with(_waiter_code())
 
 
@@ -523,10 +536,10 @@ def announce_ready() -> None:
 
 def exec_waiter() -> None:
     """Replace this process with the ELF waiter; returns only if that is impossible."""
-    if machine() != "x86_64" or os.environ.get(FORCE_PYTHON_ENV) == "1":
+    if machine() not in WAITER_MACHINES or os.environ.get(FORCE_PYTHON_ENV) == "1":
         return
     try:
-        fd = _memfd_with(waiter_elf())
+        fd = _memfd_with(waiter_elf(machine()))
     except OSError:
         return
     _restore_python_ignored_signals()

@@ -57,6 +57,8 @@ PTRACE_GETSIGMASK = 0x420A
 PTRACE_SETSIGMASK = 0x420B
 PTRACE_GETEVENTMSG = 0x4201
 PTRACE_GETREGSET, NT_PRSTATUS = 0x4204, 1
+PTRACE_SETREGSET = 0x4205
+NT_ARM_SYSTEM_CALL = 0x404  # aarch64: the number of the syscall in progress, outside the registers
 # Only while we clone our dummy do we follow clones: following the target's own forks would stop
 # its children (and deadlock a vfork) whenever it happens to fork while we hold it.
 OPTIONS = pt.PTRACE_O_TRACESYSGOOD
@@ -90,6 +92,9 @@ class RemoteProcess:
         self.deferred_signals: list[int] = []
         self.saved_mask: int | None = None
         self.call_mask: int | None = None  # the mask in force when seized (a call's temporary one)
+        # aarch64: the kernel's restart decision taken (see _let_the_kernel_decide_the_restart); cure then
+        # lets the call re-enter before any signal can run a handler, which would restart it whole.
+        self.settled = False
         self.clones: list[int] = []  # pids (ours) of children it cloned while we followed clones
         self._mem = os.open(f"/proc/{pid}/mem", os.O_RDWR)
         self.insn_addr = parent.insn_addr if parent else self._find_syscall_insn()
@@ -116,6 +121,8 @@ class RemoteProcess:
                 raise _not_stopping(pid) or e from None
             target = cls(pid, arch_of_stopped(pid))
             target._block_signals()
+            if target.arch.rewinds_before_stop:
+                target._let_the_kernel_decide_the_restart()
             return target
         except BaseException:
             _detach_quietly(pid)
@@ -145,7 +152,7 @@ class RemoteProcess:
         finally:
             try:
                 pt.ptrace_setregs(self.pid, self.saved)
-                if self.call_mask != self.saved_mask and self._restarts_its_call():
+                if self.settled or (self.call_mask != self.saved_mask and self._restarts_its_call()):
                     self._reenter_its_call()
                 self._set_sigmask(self.saved_mask)
                 pt.ptrace_detach(self.pid, 0)
@@ -159,6 +166,32 @@ class RemoteProcess:
         for signum in dict.fromkeys(self.deferred_signals):
             with suppress(ProcessLookupError):
                 os.kill(self.pid, signum)
+
+    def _let_the_kernel_decide_the_restart(self) -> None:
+        """aarch64: stopped at the `svc` of an interrupted call, the target has not been told yet whether
+        it re-enters that call or restart_syscall (which goes on with what is left of a relative
+        nanosleep or a poll); the kernel decides as the target leaves the stop and our injected calls
+        would make it forget. So let it decide: step to the next syscall entry, keep the number found
+        there for cure, and cancel that call. The target then sits where the kernel would have put it,
+        minus one instruction, with nothing run (its signals stay blocked meanwhile).
+        Not inside a call with a temporary mask (ppoll, sigsuspend): leaving the stop puts the program's
+        own mask back, and a signal it lets through would run a handler first. Those re-enter as they
+        were (their restart is the call itself; ppoll wrote the time left into its timeout)."""
+        ip = getattr(self.saved, self.arch.ip_reg)
+        if self.insn_addr != ip or self.call_mask != self.saved_mask:
+            return  # not at a syscall instruction (no interrupted call waits there), or a temporary mask
+        try:
+            self._run_to_syscall_stop("the interrupted call, as the kernel restarts it")  # entry
+            chosen = getattr(pt.ptrace_getregs(self.pid), self.arch.nr_reg)
+            _cancel_syscall_aarch64(self.pid)
+            self._run_to_syscall_stop("the interrupted call, cancelled")  # exit, at once
+        except BaseException:
+            with suppress(pt.PtraceError):  # back at its svc, as found: it re-enters the call from the start
+                pt.ptrace_setregs(self.pid, self.saved)
+                self._set_sigmask(self.saved_mask)
+            raise
+        setattr(self.saved, self.arch.nr_reg, chosen)
+        self.settled = True
 
     def _block_signals(self) -> None:
         """PTRACE_GETSIGMASK reports the program's own mask; inside ppoll/pselect/epoll_pwait/sigsuspend
@@ -317,6 +350,8 @@ class RemoteProcess:
         insn = self.arch.syscall_insn
         ip = getattr(self.saved, self.arch.ip_reg)
         try:
+            if self.arch.rewinds_before_stop and self.read(ip, len(insn)) == insn:
+                return ip
             if self.read(ip - len(insn), len(insn)) == insn:
                 return ip - len(insn)
         except OSError:
@@ -481,6 +516,13 @@ def _run_to_interrupt_stop(pid: int, deliver: bool, note=None) -> None:
             note(status)
             signum = 0
         pt.ptrace_cont(pid, signum)
+
+
+def _cancel_syscall_aarch64(pid: int) -> None:
+    """At a syscall-entry stop: the call does not run (number -1), the kernel goes to its exit stop."""
+    number = ctypes.c_int(-1)
+    iovec = (ctypes.c_size_t * 2)(ctypes.addressof(number), ctypes.sizeof(number))
+    pt.ptrace(PTRACE_SETREGSET, pid, NT_ARM_SYSTEM_CALL, ctypes.addressof(iovec))
 
 
 def _event_message(pid: int) -> int:

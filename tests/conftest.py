@@ -122,6 +122,20 @@ def wait_for(predicate, timeout: float = 5.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+READ_SYSCALL = {"x86_64": 0, "aarch64": 63}
+
+
+def blocked_reading_fd(pid: int, fd: int) -> bool:
+    """Whether `pid` sits in read(fd, ...) (/proc/PID/syscall: number, then the arguments)."""
+    try:
+        with open(f"/proc/{pid}/syscall") as f:
+            fields = f.read().split()
+    except OSError:
+        return False
+    wanted = READ_SYSCALL.get(os.uname().machine)
+    return len(fields) > 2 and fields[0] == str(wanted) and int(fields[1], 16) == fd
+
+
 class Spawner:
     def __init__(self) -> None:
         self.victims: list[Victim] = []
@@ -161,7 +175,9 @@ class Spawner:
         victim = Victim(child.pid, Terminal(-1, "?"), children=[child.pid])
         self.pipes.append(child.stdin)
         self._track(victim)
-        time.sleep(0.3)
+        # Started means blocked reading its stdin: a slow machine (arm64 under emulation) takes seconds
+        # to start a Python, and a snapshot taken before would see it still changing.
+        wait_for(lambda: blocked_reading_fd(child.pid, 0), timeout=60, what="the victim to read its stdin")
         return victim
 
     def new_terminal(self) -> tuple[Terminal, int]:
@@ -326,16 +342,31 @@ def private_tmp() -> Iterator[Path]:
         os.rmdir(base)  # unless another test still uses it
 
 
+MACHINE = os.uname().machine
+# The register canary is written in each architecture's assembly; the property it checks is the same.
+CANARY_SOURCES = {"x86_64": "canary.c", "aarch64": "canary_aarch64.c"}
+
+
 @pytest.fixture(scope="session")
 def echo32(tmp_path_factory) -> str:
     """A 32-bit victim, built with gcc -m32 (CI installs gcc-multilib)."""
+    if MACHINE != "x86_64":
+        pytest.skip(f"32-bit x86 programs need an x86_64 kernel; this one is {MACHINE}")
     return build_c(tmp_path_factory, "echo32.c", "-m32")
 
 
 @pytest.fixture(scope="session")
 def canary(tmp_path_factory) -> str:
     """A victim that checks, after its read() returns, every register a syscall must preserve."""
-    return build_c(tmp_path_factory, "canary.c")
+    if MACHINE not in CANARY_SOURCES:
+        pytest.skip(f"no register canary written for {MACHINE} yet (see tests/victims/canary*.c)")
+    return build_c(tmp_path_factory, CANARY_SOURCES[MACHINE])
+
+
+@pytest.fixture(scope="session")
+def sleeper(tmp_path_factory) -> str:
+    """A victim in one relative nanosleep that reports how long it really slept."""
+    return build_c(tmp_path_factory, "sleeper.c")
 
 
 class Tmux:

@@ -81,7 +81,7 @@ def test_ctrl_c_kills_a_target_that_does_not_catch_it(spawn):
     victim = spawn.in_shell(" ".join(ECHO))
     term, _ = move(spawn, victim)
     term.write(b"\x03")
-    term.expect("KeyboardInterrupt")
+    term.expect("KeyboardInterrupt", timeout=60)  # its traceback takes >10 s to print under emulation
     wait_for(lambda: not victim.alive(), what="^C to end the target")
 
 
@@ -120,6 +120,19 @@ def test_target_sleeping_in_nanosleep_keeps_its_rhythm(spawn):
     term.expect("woke")
     term.expect("woke")
     assert victim.alive()
+
+
+def test_interrupted_relative_nanosleep_keeps_its_deadline(spawn, sleeper):
+    """The move interrupts a relative nanosleep; it must go on to its first deadline (the kernel's
+    restart block), not sleep its whole interval again from the move on."""
+    interval, before_move = 6, 1.5
+    victim = spawn.on_pty([sleeper, str(interval)])
+    wait_for(lambda: victim.stat().state == "S", what="the sleeper to fall asleep")
+    time.sleep(before_move)  # part of the interval passes first: a restart from scratch sleeps it again
+    term, _ = move(spawn, victim)
+    report = term.expect(" s, result 0", timeout=3 * interval)
+    slept = float(report.rsplit("slept ", 1)[1])
+    assert interval - 0.1 < slept < interval + before_move - 0.5, f"slept {slept} s of {interval} s"
 
 
 @pytest.mark.parametrize("attempt", range(10))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import select
+import shutil
 import signal
 import struct
 import subprocess
@@ -165,23 +166,48 @@ def assert_holds_pty(pane: Pane) -> None:
 # --- the ELF waiter ----------------------------------------------------------------------------
 
 
-def test_waiter_elf_is_one_static_load_segment() -> None:
-    image = holder.waiter_elf()
+WAITER_ENDS = {  # exit_group(0), in each machine's code
+    "x86_64": (62, b"\xb8\xe7\x00\x00\x00\x31\xff\x0f\x05"),
+    "aarch64": (183, bytes.fromhex("000080d2c80b80d2010000d4")),
+}
+
+
+@pytest.mark.parametrize("machine", sorted(WAITER_ENDS))
+def test_waiter_elf_is_one_static_load_segment(machine: str) -> None:
+    image = holder.waiter_elf(machine)
     assert image[:4] == b"\x7fELF" and image[4] == 2 and image[5] == 1  # ELF64, little endian
     e_type, e_machine = struct.unpack_from("<HH", image, 16)
     entry, phoff = struct.unpack_from("<QQ", image, 24)
     phnum = struct.unpack_from("<H", image, 56)[0]
-    assert (e_type, e_machine, phnum) == (2, 62, 1)  # ET_EXEC, EM_X86_64, one program header
+    assert (e_type, e_machine, phnum) == (2, WAITER_ENDS[machine][0], 1)  # ET_EXEC, its machine, one header
     p_type, p_flags, p_offset, p_vaddr, _, p_filesz, p_memsz = struct.unpack_from("<IIQQQQQ", image, phoff)
     assert (p_type, p_flags, p_offset) == (1, 5, 0)  # PT_LOAD, R+X, whole file
     assert p_filesz == p_memsz == len(image)
     assert p_vaddr < entry < p_vaddr + len(image)
-    assert image.endswith(b"\xb8\xe7\x00\x00\x00\x31\xff\x0f\x05")  # exit_group(0)
-    print(f"waiter ELF: {len(image)} bytes")
+    assert image.endswith(WAITER_ENDS[machine][1])
+    print(f"{machine} waiter ELF: {len(image)} bytes")
     assert len(image) < 512
 
 
-@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the ELF waiter is x86_64 only")
+def aarch64_assembler() -> list[str] | None:
+    """An assembler and objcopy for aarch64: the cross binutils, or the native ones on arm64."""
+    for prefix in ("aarch64-linux-gnu-", "") if os.uname().machine == "aarch64" else ("aarch64-linux-gnu-",):
+        if shutil.which(prefix + "as") and shutil.which(prefix + "objcopy"):
+            return [prefix + "as", prefix + "objcopy"]
+    return None
+
+
+@pytest.mark.skipif(aarch64_assembler() is None, reason="needs binutils-aarch64-linux-gnu (or arm64)")
+def test_aarch64_waiter_is_its_source_assembled(tmp_path: Path) -> None:
+    assembler, objcopy = aarch64_assembler()
+    source = Path(__file__).resolve().parent.parent / "native" / "waiter-aarch64.S"
+    obj, code = tmp_path / "waiter.o", tmp_path / "code"
+    subprocess.run([assembler, "-o", str(obj), str(source)], check=True)
+    subprocess.run([objcopy, "-O", "binary", "-j", ".text", str(obj), str(code)], check=True)
+    assert code.read_bytes() == holder.WAITER_AARCH64_CODE
+
+
+@pytest.mark.skipif(os.uname().machine not in holder.WAITER_MACHINES, reason="no ELF waiter for this machine")
 def test_elf_holder_holds_the_pty_cheaply_until_the_target_dies(pane: Pane) -> None:
     pid = pane.holder_pid
     wait_for_waiter(pane)

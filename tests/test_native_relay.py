@@ -256,6 +256,7 @@ def test_relay_elf_is_one_static_load_segment() -> None:
     assert len(image) < 2048
 
 
+@x86_64_only
 @pytest.mark.skipif(shutil.which("objdump") is None, reason="needs objdump (binutils)")
 def test_relay_code_disassembles_cleanly(tmp_path: Path) -> None:
     code = native_relay.relay_code()
