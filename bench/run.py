@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import ECHO, VICTIMS, Spawner, wait_for  # noqa: E402  (the tests' real-pty victims)
 
 from reptyr_tmux import proc  # noqa: E402
+from reptyr_tmux.engine.steal import find_session  # noqa: E402
 from reptyr_tmux.launch import python_argv  # noqa: E402
-from reptyr_tmux.steal import find_session  # noqa: E402
 
 OURS = python_argv("reptyr_tmux")  # how the key binding and the menu start us
 SOCKET = "reptyr-bench"

@@ -1,3 +1,3 @@
-from reptyr_tmux.cli import main
+from reptyr_tmux.frontends.cli import main
 
 raise SystemExit(main())

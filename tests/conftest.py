@@ -412,7 +412,7 @@ class Tmux:
     @staticmethod
     def version() -> tuple[int, int]:
         """The (major, minor) of the tmux on PATH, as the product reads it (CI runs other releases)."""
-        from reptyr_tmux.tmux import Server
+        from reptyr_tmux.mux.tmux import Server
 
         return Server(socket_name="version").version()
 

@@ -19,7 +19,7 @@ from conftest import ECHO, Spawner, Terminal, Victim, menu_key_on, rendered
 from realssh import SIZE, SYSTEM_PYTHON, UserTmux, attached_client, spawn_on_pty, user_tmux
 from users import User, as_user, new_user, user_env
 
-from reptyr_tmux.tmux import MENUS_FROM
+from reptyr_tmux.mux.tmux import MENUS_FROM
 
 
 class Seat:

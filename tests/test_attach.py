@@ -13,7 +13,7 @@ import pytest
 from conftest import ECHO, wait_for
 
 from reptyr_tmux import proc
-from reptyr_tmux.attach import attach
+from reptyr_tmux.engine.attach import attach
 
 
 def move(spawn, victim, **kwargs):

@@ -14,8 +14,8 @@ from ptrace.binding import func as pt
 from test_faults import LEADER_STEPS, snapshot
 
 from reptyr_tmux import proc
+from reptyr_tmux.engine.survey import survey
 from reptyr_tmux.errors import Refusal
-from reptyr_tmux.survey import survey
 
 CLI = [sys.executable, "-m", "reptyr_tmux"]
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import ECHO, Spawner, Victim, wait_for
 
 from reptyr_tmux import proc
-from reptyr_tmux.attach import attach
+from reptyr_tmux.engine.attach import attach
 from reptyr_tmux.errors import InjectedFault
 
 LEADER_STEPS = ["watch-new-tty", "copy-termios", "infect", "hold-threads", "look-again",

@@ -17,7 +17,7 @@ from seat import a_seat
 from users import user_pids
 
 from reptyr_tmux import proc
-from reptyr_tmux.fzf_popup import GREY, PLAIN
+from reptyr_tmux.frontends.fzf_popup import GREY, PLAIN
 
 PROMPT = "adopt> "
 pytestmark = pytest.mark.skipif(shutil.which("fzf") is None, reason="fzf is not installed (apt-get "

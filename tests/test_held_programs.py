@@ -19,7 +19,7 @@ from test_attach import move
 from test_faults import refused_untouched, snapshot
 
 from reptyr_tmux import proc
-from reptyr_tmux.attach import attach
+from reptyr_tmux.engine.attach import attach
 from reptyr_tmux.errors import Refusal, ReptyrError
 
 
@@ -143,7 +143,7 @@ def test_a_stop_sent_to_the_tool_while_it_holds_the_target_waits_until_it_let_go
     """^Z (SIGTSTP) reaching the engine right after infect: it finishes first, then stops."""
     victim = spawn.on_pty(ECHO)
     term, slave = new_tty(spawn)
-    code = ("import signal; from reptyr_tmux.attach import attach; "
+    code = ("import signal; from reptyr_tmux.engine.attach import attach; "
             "signal.signal(signal.SIGTSTP, signal.SIG_DFL); "  # (whatever the test runner had)
             f"attach({victim.pid}, {term.slave_path!r}); print('done', flush=True)")
     env = dict(os.environ, REPTYR_TMUX_FAULT="infect:SIGTSTP")
@@ -225,7 +225,7 @@ def arch_flipper(tmp_path_factory) -> tuple[str, str]:
 # moved, or the error's class and sentence.
 ATTACH_DRIVER = """
 import sys
-from reptyr_tmux.attach import attach
+from reptyr_tmux.engine.attach import attach
 from reptyr_tmux.errors import ReptyrError
 for tty in sys.stdin:
     try:
@@ -368,7 +368,7 @@ def vfork_parent(tmp_path_factory) -> str:
 
 
 def test_a_parent_blocked_in_vfork_is_refused_as_uninterruptible(spawn, vfork_parent):
-    from reptyr_tmux.session import survey_session
+    from reptyr_tmux.engine.session import survey_session
 
     victim = spawn.on_pty([vfork_parent])
     wait_for(lambda: victim.stat().state == "D", what="the parent to wait for its vfork child")
@@ -380,7 +380,7 @@ def test_a_parent_blocked_in_vfork_is_refused_as_uninterruptible(spawn, vfork_pa
 # Seizes the pid it is given with a SIGTERM to itself pending (held, as the engine holds it while it works).
 SEIZE_ASKED_TO_STOP = """
 import signal, sys, time
-from reptyr_tmux.remote import RemoteProcess
+from reptyr_tmux.engine.remote import RemoteProcess
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 signal.raise_signal(signal.SIGTERM)
 started = time.monotonic()
@@ -394,7 +394,7 @@ except Exception as e:
 def test_a_target_that_never_stops_is_given_up_soon_once_we_are_asked_to_stop(spawn, vfork_parent):
     """Seized while it cannot stop (here: in vfork, the survey's look skipped): with a SIGTERM to us
     pending, we give up within a second, say why, and once we are gone it is nobody's and unchanged."""
-    from reptyr_tmux.remote import ANSWER_WITHIN_S
+    from reptyr_tmux.engine.remote import ANSWER_WITHIN_S
 
     victim = spawn.on_pty([vfork_parent])
     wait_for(lambda: victim.stat().state == "D", what="the parent to wait for its vfork child")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import wait_for as wait_until
 
-from reptyr_tmux import holder
+from reptyr_tmux.native import holder
 
 REPO = Path(__file__).resolve().parent.parent
 TIOCSCTTY = 0x540E  # not in Python's termios module on every version
@@ -115,7 +115,7 @@ class Pane:
 def start_pane(force_python: bool) -> Pane:
     target = subprocess.Popen(["sleep", "30"])
     starttime = stat_field(target.pid, 22)
-    argv = [sys.executable, "-m", "reptyr_tmux.holder", str(target.pid), str(starttime)]
+    argv = [sys.executable, "-m", "reptyr_tmux.native.holder", str(target.pid), str(starttime)]
     pid, master, slave_path = spawn_on_new_pty(argv, holder_env(force_python))
     return Pane(target, pid, master, slave_path)
 
@@ -200,7 +200,7 @@ def aarch64_assembler() -> list[str] | None:
 @pytest.mark.skipif(aarch64_assembler() is None, reason="needs binutils-aarch64-linux-gnu (or arm64)")
 def test_aarch64_waiter_is_its_source_assembled(tmp_path: Path) -> None:
     assembler, objcopy = aarch64_assembler()
-    source = Path(__file__).resolve().parent.parent / "native" / "waiter-aarch64.S"
+    source = Path(__file__).resolve().parent.parent / "reptyr_tmux" / "native" / "waiter-aarch64.S"
     obj, code = tmp_path / "waiter.o", tmp_path / "code"
     subprocess.run([assembler, "-o", str(obj), str(source)], check=True)
     subprocess.run([objcopy, "-O", "binary", "-j", ".text", str(obj), str(code)], check=True)
@@ -229,7 +229,7 @@ def test_recycled_starttime_is_refused() -> None:
     try:
         wrong = stat_field(target.pid, 22) + 1
         result = subprocess.run(
-            [sys.executable, "-m", "reptyr_tmux.holder", str(target.pid), str(wrong)],
+            [sys.executable, "-m", "reptyr_tmux.native.holder", str(target.pid), str(wrong)],
             env=holder_env(force_python=False), stdin=subprocess.DEVNULL,
             capture_output=True, text=True, timeout=10,
         )
@@ -248,7 +248,7 @@ def test_vanished_target_is_refused() -> None:
     starttime = stat_field(target.pid, 22)
     target.wait()
     result = subprocess.run(
-        [sys.executable, "-m", "reptyr_tmux.holder", str(target.pid), str(starttime)],
+        [sys.executable, "-m", "reptyr_tmux.native.holder", str(target.pid), str(starttime)],
         env=holder_env(force_python=False), stdin=subprocess.DEVNULL,
         capture_output=True, text=True, timeout=10,
     )

@@ -17,7 +17,7 @@ from conftest import Tmux, wait_for
 from test_tmux import attach_client
 from users import USER_PATH
 
-from reptyr_tmux.tmux import MENUS_FROM
+from reptyr_tmux.mux.tmux import MENUS_FROM
 
 pytestmark = pytest.mark.tmux  # run again with each other tmux release in CI (.ci/tmux-versions.sh)
 

@@ -17,9 +17,10 @@ from conftest import CLI, ECHO, VICTIMS, Spawner, Tmux, wait_for
 from test_faults import JOB_STEPS, refused_untouched, snapshot
 from test_steal import SshdLike
 
-from reptyr_tmux import attach as attach_module
-from reptyr_tmux import proc, survey
-from reptyr_tmux.attach import attach
+from reptyr_tmux import proc
+from reptyr_tmux.engine import attach as attach_module
+from reptyr_tmux.engine import survey
+from reptyr_tmux.engine.attach import attach
 from reptyr_tmux.errors import InjectedFault, Refusal
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="unshare -m and mount need root")
@@ -147,7 +148,7 @@ def test_master_instance_follows_the_kernels_rule(spawn, bystander):
 
     # A devpts mounted over /dev/pts since: the /dev/ptmx rule now names the wrong instance, which
     # the kernel itself (TIOCGPTPEER on a copy) refuses to confirm; a /dev/pts/ptmx master is unaffected.
-    from reptyr_tmux.steal import _kernel_agrees
+    from reptyr_tmux.engine.steal import _kernel_agrees
 
     bystander.ask("stack", "stacked")
     misread = proc.master_tty(bystander.pid, masters[colliding])

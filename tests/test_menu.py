@@ -19,8 +19,8 @@ from realssh import SYSTEM_PYTHON
 from seat import a_seat
 
 from reptyr_tmux import proc
-from reptyr_tmux.survey import survey
-from reptyr_tmux.tmux import MENUS_FROM, TIMED_MESSAGES_FROM
+from reptyr_tmux.engine.survey import survey
+from reptyr_tmux.mux.tmux import MENUS_FROM, TIMED_MESSAGES_FROM
 
 pytestmark = pytest.mark.tmux  # run again with each other tmux release in CI (.ci/tmux-versions.sh)
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import CLI, ECHO, VICTIMS, Tmux, wait_for
 from test_tmux import attach_client
 
-from reptyr_tmux.modes import parse_spec
+from reptyr_tmux.mux.modes import parse_spec
 
 pytestmark = pytest.mark.tmux  # run again with each other tmux release in CI (.ci/tmux-versions.sh)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import wait_for as wait_until
 
-from reptyr_tmux import native_relay
+from reptyr_tmux.native import native_relay
 
 REPO = Path(__file__).resolve().parent.parent
 ECHO = [sys.executable, str(REPO / "tests" / "victims" / "echo.py")]
@@ -239,7 +239,7 @@ def native_argv(holder: Holder) -> list[str]:
 
 
 def python_argv(holder: Holder) -> list[str]:
-    return [sys.executable, "-m", "reptyr_tmux.relay", str(holder.pid), str(holder.starttime()),
+    return [sys.executable, "-m", "reptyr_tmux.native.relay", str(holder.pid), str(holder.starttime()),
             str(holder.fd)]
 
 

@@ -13,7 +13,7 @@ from conftest import CLI, ECHO, VICTIMS, wait_for
 from test_faults import snapshot
 
 from reptyr_tmux import proc
-from reptyr_tmux.attach import attach
+from reptyr_tmux.engine.attach import attach
 from reptyr_tmux.errors import Refusal
 
 

@@ -20,7 +20,9 @@ from realssh import SYSTEM_PYTHON, spawn_on_pty
 from test_steal import SshdLike
 from users import User, as_user, give, need_root_and, new_user, user_env, user_popen
 
-from reptyr_tmux import holder, modes, native_relay, proc
+from reptyr_tmux import proc
+from reptyr_tmux.mux import modes
+from reptyr_tmux.native import holder, native_relay
 
 CURSES = ["env", "TERM=xterm", sys.executable, str(VICTIMS / "curses_screen.py")]
 SHELL = ["env", "PS1=$ ", "TERM=xterm", "bash", "--norc", "--noprofile", "-i"]

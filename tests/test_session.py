@@ -11,8 +11,8 @@ from conftest import CLI, ECHO, Shell, wait_for
 from test_faults import snapshot
 
 from reptyr_tmux import proc
+from reptyr_tmux.engine.session import move_session, survey_session
 from reptyr_tmux.errors import InjectedFault, Refusal
-from reptyr_tmux.session import move_session, survey_session
 
 # Every step a session move of the shell below runs, in order (test_step_list_is_exact keeps it so).
 BEFORE_THE_SWITCH = ["watch-new-tty", "copy-termios", "hold-member", "hold-threads", "map-scratch",

@@ -221,7 +221,7 @@ def test_fault_after_the_holder_let_go_keeps_the_session_in_the_pane(sshd, tmux,
 
 def test_master_is_passed_over_a_socket_where_pidfd_getfd_is_missing(sshd, monkeypatch):
     """Linux < 5.6: the holder itself sends us its master (SCM_RIGHTS), and is left as it was."""
-    from reptyr_tmux.steal import find_session, grab_master
+    from reptyr_tmux.engine.steal import find_session, grab_master
 
     monkeypatch.setenv("REPTYR_TMUX_NO_PIDFD_GETFD", "1")
     session = find_session(sshd.shells[0])
@@ -262,8 +262,8 @@ def test_steal_mode_end_to_end_without_pidfd_getfd(sshd, tmp_path):
 
 def test_steal_refuses_where_fdinfo_has_no_tty_index(sshd, monkeypatch):
     """Without tty-index only running TIOCGPTN inside every pty holder would tell: refused instead."""
+    from reptyr_tmux.engine.steal import find_session
     from reptyr_tmux.errors import Refusal
-    from reptyr_tmux.steal import find_session
 
     monkeypatch.setenv("REPTYR_TMUX_NO_TTY_INDEX", "1")
     fds_before = {fd: proc.fd_target(sshd.process.pid, fd) for fd in proc.open_fds(sshd.process.pid)}

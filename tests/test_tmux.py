@@ -13,8 +13,8 @@ from conftest import CLI, ECHO, VICTIMS, Terminal, Tmux, gone, wait_for
 from realssh import attached_client
 
 from reptyr_tmux import proc
-from reptyr_tmux.holder import READY_COMMS
-from reptyr_tmux.tmux import POPUPS_FROM
+from reptyr_tmux.mux.tmux import POPUPS_FROM
+from reptyr_tmux.native.holder import READY_COMMS
 
 pytestmark = pytest.mark.tmux  # run again with each other tmux release in CI (.ci/tmux-versions.sh)
 

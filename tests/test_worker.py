@@ -9,14 +9,14 @@ import sys
 
 import pytest
 
+from reptyr_tmux.engine.worker import Apart
 from reptyr_tmux.errors import ReptyrError
 from reptyr_tmux.launch import python_argv
-from reptyr_tmux.worker import Apart
 
 
 def test_the_front_end_does_not_load_ptrace():
     """adopt's modules, as the key binding loads them: ptrace (and logging, traceback) stay out."""
-    code = ("import sys, reptyr_tmux.cli, reptyr_tmux.adopt; "
+    code = ("import sys, reptyr_tmux.frontends.cli, reptyr_tmux.mux.adopt; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ptrace', 'logging', 'hashlib')))")
     argv = python_argv("reptyr_tmux")
     out = subprocess.run([*argv[:-1], argv[-1].split("import runpy")[0] + code], capture_output=True,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from reptyr_tmux.errors import Refusal, RemoteError, ReptyrError
 
 if TYPE_CHECKING:
-    from reptyr_tmux.remote import RemoteProcess
+    from reptyr_tmux.engine.remote import RemoteProcess
 
 AT_FDCWD = -100
 F_DUPFD_CLOEXEC = 1030

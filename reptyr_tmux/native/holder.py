@@ -1,6 +1,6 @@
 """The first process of an adoption pane: hold the pty open for exactly as long as the target lives.
 
-Usage: ``python -m reptyr_tmux.holder PID STARTTIME [REPORT]``
+Usage: ``python -m reptyr_tmux.native.holder PID STARTTIME [REPORT]``
 
 tmux starts this as the pane's process, session leader of the new pty. It
 
@@ -20,7 +20,8 @@ execs a hand-assembled static x86_64 executable of 166 bytes (one PT_LOAD segmen
 no libc) from a memfd, which does nothing but ``poll({fd=3, POLLIN}, 1, -1)`` on the
 pidfd (moved to fd 3) and ``exit_group(0)``. Its resident set is a handful of pages.
 
-On aarch64 the waiter is the same program assembled from native/waiter-aarch64.S (60 bytes of code).
+On aarch64 the waiter is the same program assembled from waiter-aarch64.S, beside this file (60 bytes
+of code).
 
 Fallback: on other architectures, when memfd_create/execve fail (e.g. a
 vm.memfd_noexec=2 policy or a noexec mount), or when REPTYR_TMUX_HOLDER_PYTHON=1 is set,
@@ -149,7 +150,7 @@ def _elf_with(code: bytes, e_machine: int = EM_X86_64) -> bytes:
     return _elf_header(LOAD_ADDR + code_offset, e_machine) + _program_header(file_size) + code
 
 
-# The aarch64 waiter: native/waiter-aarch64.S as assembled (tests/test_holder.py checks they agree).
+# The aarch64 waiter: waiter-aarch64.S (beside this file) as assembled (test_holder.py checks they agree).
 WAITER_AARCH64_CODE = bytes.fromhex(
     "690080d22900c0f2e90f1ff8e0030091210080d2020080d2030080d2040080d2280980d2010000d4"
     "1f1000b100ffff54000080d2c80b80d2010000d4"
@@ -441,7 +442,7 @@ def cached_elf(prefix: str, image: bytes) -> str | None:
 def holder_argv(pid: int) -> list[str] | None:
     """The pane command that holds the pane for PID with no Python in the pane (x86_64): tmux
     execs the cached ELF directly. None means: use the Python holder (``python -m
-    reptyr_tmux.holder PID STARTTIME``) instead. The ELF does not check the start time, so the
+    reptyr_tmux.native.holder PID STARTTIME``) instead. The ELF does not check the start time, so the
     caller must re-check the target's start time once the holder is ready (comm in READY_COMMS)."""
     path = holder_elf_path()
     return None if path is None else [path, str(pid)]
@@ -584,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pid, starttime, report = parse_args(args)
     except ValueError as e:
-        print(f"usage: python -m reptyr_tmux.holder PID STARTTIME ({e})", file=sys.stderr)
+        print(f"usage: python -m reptyr_tmux.native.holder PID STARTTIME ({e})", file=sys.stderr)
         return 2
     try:
         pidfd = open_target(pid, starttime)

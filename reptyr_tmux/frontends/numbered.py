@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import subprocess
 
-from reptyr_tmux.picker import Candidate, adopt_command, label
+from reptyr_tmux.frontends.picker import Candidate, adopt_command, label
 from reptyr_tmux.text import printable
 
 

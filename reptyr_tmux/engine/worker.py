@@ -49,7 +49,7 @@ class Apart:
             os.close(self._outcome)
             speak_for(parent, grandparent)  # "this command" and "the shell that ran it" are still those
             _become_worker(parent, undo_if_we_die, close)
-            import reptyr_tmux.remote  # noqa: F401  (the warm-up)
+            import reptyr_tmux.engine.remote  # noqa: F401  (the warm-up)
 
             job = _read_all(go_readable)
             if not job:  # never asked: nothing to do

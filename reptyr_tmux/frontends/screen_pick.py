@@ -10,8 +10,9 @@ import argparse
 import os
 import sys
 
-from reptyr_tmux import numbered, proc
-from reptyr_tmux.picker import candidates
+from reptyr_tmux import proc
+from reptyr_tmux.frontends import numbered
+from reptyr_tmux.frontends.picker import candidates
 
 
 def _screen_window_ttys() -> set[proc.Tty]:

@@ -15,14 +15,15 @@ import shlex
 import stat as stat_module
 from typing import NamedTuple
 
-from reptyr_tmux import proc, status, trust
-from reptyr_tmux.commandline import recognisable
+from reptyr_tmux import proc, trust
+from reptyr_tmux.engine.session import survey_session
+from reptyr_tmux.engine.survey import choose_mode, survey
 from reptyr_tmux.errors import Refusal
+from reptyr_tmux.frontends import status
+from reptyr_tmux.frontends.commandline import recognisable
 from reptyr_tmux.launch import python_argv
-from reptyr_tmux.session import survey_session
-from reptyr_tmux.survey import choose_mode, survey
+from reptyr_tmux.mux.tmux import MENUS_FROM, Server
 from reptyr_tmux.text import from_bytes, printable, tmux_literal, whole_words
-from reptyr_tmux.tmux import MENUS_FROM, Server
 
 MENU_KEYS = "123456789abcdefghijklmnoprstuvwxyz"
 MENU_WIDTH = 70
@@ -164,7 +165,7 @@ def main(argv: list[str]) -> int:
     found = candidates(pane_ttys(server), args.all or options["@reptyr-pick-all"] == "on",
                        enough=None if args.list or popup_possible else len(MENU_KEYS))
     if args.numbered:
-        from reptyr_tmux import numbered  # it builds on this module
+        from reptyr_tmux.frontends import numbered  # it builds on this module
 
         cand = numbered.choose(found, f"Adopt which process? (tmux {server.version_text()} has no menus: "
                                "display-menu came in tmux 3.0)")
@@ -187,7 +188,7 @@ def main(argv: list[str]) -> int:
 def _popup_possible(picker: str, server: Server) -> bool:
     if picker == "menu":
         return False  # not even fzf_popup's import
-    from reptyr_tmux import fzf_popup
+    from reptyr_tmux.frontends import fzf_popup
 
     return fzf_popup.wanted(picker, server)
 
@@ -195,7 +196,7 @@ def _popup_possible(picker: str, server: Server) -> bool:
 def _pick_in_popup(server: Server, found: list[Candidate], client: tuple[int, int],
                    args: argparse.Namespace, options: dict[str, str]) -> None:
     """The fzf popup; the process chosen there is adopted as a menu item would adopt it."""
-    from reptyr_tmux import fzf_popup
+    from reptyr_tmux.frontends import fzf_popup
 
     chosen = fzf_popup.choose(server, found, client, options["@reptyr-placement"])
     if chosen is not None:

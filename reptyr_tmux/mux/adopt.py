@@ -17,17 +17,17 @@ import time
 from typing import NamedTuple
 
 from reptyr_tmux import proc
-from reptyr_tmux.attach import attach
+from reptyr_tmux.engine.attach import attach
+from reptyr_tmux.engine.session import SessionPlan, move_session, repaint_by_resize, survey_session
+from reptyr_tmux.engine.survey import choose_mode, describe, survey
+from reptyr_tmux.engine.worker import Apart, run_detached
 from reptyr_tmux.errors import Refusal, ReptyrError
-from reptyr_tmux.holder import READY_COMMS, holder_argv
 from reptyr_tmux.launch import python_argv
-from reptyr_tmux.modes import apply as apply_modes
-from reptyr_tmux.modes import modes_of as terminal_modes
-from reptyr_tmux.mux import Multiplexer, Pane
-from reptyr_tmux.session import SessionPlan, move_session, repaint_by_resize, survey_session
-from reptyr_tmux.survey import choose_mode, describe, survey
+from reptyr_tmux.mux.modes import apply as apply_modes
+from reptyr_tmux.mux.modes import modes_of as terminal_modes
+from reptyr_tmux.mux.multiplexer import Multiplexer, Pane
+from reptyr_tmux.native.holder import READY_COMMS, holder_argv
 from reptyr_tmux.text import printable
-from reptyr_tmux.worker import Apart, run_detached
 
 HOLDER_READY_S = 5.0
 
@@ -55,7 +55,7 @@ def check(pid: int, server: Multiplexer | None, force_stdio: bool = False, reque
         return (f"process {describe(plan.picked)} can be adopted with its whole session ({len(plan.members)} "
                 f"processes, led by {describe(plan.leader)} on {plan.old_tty}): {why}")
     if mode == "steal":
-        from reptyr_tmux.steal import find_session  # steal mode's modules only where it is used
+        from reptyr_tmux.engine.steal import find_session  # steal mode's modules only where it is used
 
         session = find_session(pid)
         holders = ", ".join(f"{h.pid} ({printable(h.comm)})" for h in session.holders)
@@ -129,7 +129,7 @@ def _session_or_relay(pid: int, why: str, stats: list[proc.Stat], fall_back: boo
     except Refusal as refusal:
         if not fall_back:
             raise
-        from reptyr_tmux.steal import find_session
+        from reptyr_tmux.engine.steal import find_session
 
         try:
             find_session(pid, stats)
@@ -189,7 +189,7 @@ def _open_held_pane(pid: int, starttime: int, server: Multiplexer, placement: st
     # The 343-byte holder is ready in about a millisecond; the Python one (~50 ms) can also tell
     # its pid and tty through a report file, which popups and screen windows need.
     fast = None if server.needs_report(placement) else holder_argv(pid)
-    command = fast or [*python_argv("reptyr_tmux.holder"), str(pid), str(starttime)]
+    command = fast or [*python_argv("reptyr_tmux.native.holder"), str(pid), str(starttime)]
     pane = server.open_pane(placement, command, name, target)
     try:
         _wait_ready(pane, READY_COMMS)
@@ -217,10 +217,10 @@ def _retire_holders_of(tty: proc.Tty | None, stats: list[proc.Stat]) -> None:
 
 def _steal_into_pane(pid: int, server: Multiplexer, placement: str, target: str | None, name: str,
                      stats: list[proc.Stat]) -> Pane:
-    from reptyr_tmux.native_relay import relay_argv
-    from reptyr_tmux.pidfd import available as pidfd_getfd_available
-    from reptyr_tmux.relay import RELAY_NAME
-    from reptyr_tmux.steal import SessionMoved, find_session, silence_holders
+    from reptyr_tmux.engine.pidfd import available as pidfd_getfd_available
+    from reptyr_tmux.engine.steal import SessionMoved, find_session, silence_holders
+    from reptyr_tmux.native.native_relay import relay_argv
+    from reptyr_tmux.native.relay import RELAY_NAME
 
     session = find_session(pid, stats)
     holder = session.holders[0]
@@ -229,7 +229,8 @@ def _steal_into_pane(pid: int, server: Multiplexer, placement: str, target: str 
     # also runs elsewhere and can report its pid and tty, which popups and screen windows need.
     native = not server.needs_report(placement) and pidfd_getfd_available()  # it needs pidfd_getfd
     fast = relay_argv(holder.pid, holder.fds[0]) if native else None
-    command = fast or [*python_argv("reptyr_tmux.relay"), str(holder.pid), str(start), str(holder.fds[0])]
+    command = fast or [*python_argv("reptyr_tmux.native.relay"), str(holder.pid), str(start),
+                       str(holder.fds[0])]
     pane = server.open_pane(placement, command, name, target)
     try:
         _wait_ready(pane, {RELAY_NAME.decode()})

@@ -17,13 +17,13 @@ import time
 from typing import TYPE_CHECKING, NamedTuple
 
 from reptyr_tmux import proc
+from reptyr_tmux.engine.survey import Plan, check_tty_free, look_again, survey
+from reptyr_tmux.engine.target_fds import kind_of, open_in_target, open_per_kind, other_view, park, same_file
+from reptyr_tmux.engine.transaction import Transaction, signals_held
 from reptyr_tmux.errors import Refusal, ReptyrError, TargetGone
-from reptyr_tmux.survey import Plan, check_tty_free, look_again, survey
-from reptyr_tmux.target_fds import kind_of, open_in_target, open_per_kind, other_view, park, same_file
-from reptyr_tmux.transaction import Transaction, signals_held
 
 if TYPE_CHECKING:
-    from reptyr_tmux.remote import RemoteProcess
+    from reptyr_tmux.engine.remote import RemoteProcess
 
 TIOCSCTTY, TIOCNOTTY, TIOCSPGRP = termios.TIOCSCTTY, termios.TIOCNOTTY, termios.TIOCSPGRP
 WNOHANG, WALL = 1, 0x40000000
@@ -104,7 +104,7 @@ def _move(tx: Transaction, plan: Plan, tty_path: str, keep_sighup_ignored: bool 
           ) -> tuple[bytes, list[int]]:
     """The steps; returns the SIGHUP action it had and the fds that were moved."""
     # ptrace's modules load only in the engine's own process (worker.py warms them while the pane opens)
-    from reptyr_tmux.remote import RemoteProcess, hold_other_threads, release_threads
+    from reptyr_tmux.engine.remote import RemoteProcess, hold_other_threads, release_threads
 
     pid = plan.pid
     watch = watch_new_tty(tx, tty_path)

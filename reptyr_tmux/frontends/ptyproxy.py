@@ -12,7 +12,7 @@ import termios
 import tty
 from collections.abc import Iterator
 
-from reptyr_tmux.shell_hangup import ShellHangupGuard
+from reptyr_tmux.engine.shell_hangup import ShellHangupGuard
 
 CHUNK = 65536
 

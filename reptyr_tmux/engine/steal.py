@@ -27,13 +27,13 @@ import time
 from typing import NamedTuple
 
 from reptyr_tmux import proc
+from reptyr_tmux.engine.pidfd import take_fd
+from reptyr_tmux.engine.remote import RemoteProcess, set_disposition
+from reptyr_tmux.engine.survey import describe
+from reptyr_tmux.engine.transaction import Transaction
 from reptyr_tmux.errors import Refusal, ReptyrError
-from reptyr_tmux.pidfd import take_fd
-from reptyr_tmux.relay import RELAY_NAME
-from reptyr_tmux.remote import RemoteProcess, set_disposition
-from reptyr_tmux.survey import describe
+from reptyr_tmux.native.relay import RELAY_NAME
 from reptyr_tmux.text import printable
-from reptyr_tmux.transaction import Transaction
 
 HUP_GRACE_S = 0.3  # how long a holder gets to react to losing the master before SIGHUP counts again
 # (waited for by a detached child, off the adoption path: see _hand_back_sighup)
@@ -221,7 +221,7 @@ def _hand_back_sighup(leader: int, action: bytes, holders: list[MasterHolder]) -
     """The leader's own SIGHUP action back once the silenced holders can no longer hang it up: when
     they have exited, or HUP_GRACE_S after they lost the master. A detached child waits for that, so
     the adoption does not."""
-    from reptyr_tmux.worker import run_detached
+    from reptyr_tmux.engine.worker import run_detached
 
     exits, unseen = [], False
     for holder in holders:

@@ -13,8 +13,8 @@ import subprocess
 
 from reptyr_tmux import proc
 from reptyr_tmux.errors import Refusal, ReptyrError
-from reptyr_tmux.mux import Pane, launch_and_read_report
-from reptyr_tmux.status import SUMMARY_MS
+from reptyr_tmux.frontends.status import SUMMARY_MS
+from reptyr_tmux.mux.multiplexer import Pane, launch_and_read_report
 
 TITLE_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")  # screen expands %-escapes and ^E in titles
 

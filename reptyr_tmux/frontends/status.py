@@ -44,7 +44,7 @@ def run(command: Callable[[list[str]], int], argv: list[str]) -> int:
 
 def tell(argv: list[str], text: str, duration_ms: int = ERROR_MS) -> None:
     """Show `text` on the status line of the tmux server named in argv (-L/-S), or ours."""
-    from reptyr_tmux.tmux import Server
+    from reptyr_tmux.mux.tmux import Server
 
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument("-L", dest="socket_name")

@@ -29,9 +29,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 from reptyr_tmux import proc
-from reptyr_tmux.arch import Arch, arch_of_elf
+from reptyr_tmux.engine.arch import Arch, arch_of_elf
+from reptyr_tmux.engine.survey import moved_by_another_of_us
 from reptyr_tmux.errors import Refusal, RemoteError, ReptyrError, TargetGone
-from reptyr_tmux.survey import moved_by_another_of_us
 
 
 def _give_python_ptrace_our_libc() -> None:

@@ -14,8 +14,8 @@ import contextlib
 import os
 import signal
 
+from reptyr_tmux.engine.remote import set_disposition
 from reptyr_tmux.errors import ReptyrError
-from reptyr_tmux.remote import set_disposition
 
 
 class ShellHangupGuard:

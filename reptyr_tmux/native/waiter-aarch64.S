@@ -1,4 +1,4 @@
-// The pane holder's waiter for aarch64 (the x86_64 one is hand-assembled in reptyr_tmux/holder.py):
+// The pane holder's waiter for aarch64 (the x86_64 one is hand-assembled in reptyr_tmux/native/holder.py):
 // exec'd by the Python holder with the target's pidfd on fd 3, it waits until that fd reports POLLIN
 // (the target exited), retrying when a signal interrupts the wait, then exits 0. No libc, no data:
 // the pollfd lives on the stack. holder.py carries these bytes; tests/test_holder.py assembles this

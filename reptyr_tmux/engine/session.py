@@ -37,14 +37,14 @@ import time
 from typing import TYPE_CHECKING, NamedTuple
 
 from reptyr_tmux import proc
-from reptyr_tmux.attach import copy_termios, restore_termios, still_there, watch_new_tty
+from reptyr_tmux.engine.attach import copy_termios, restore_termios, still_there, watch_new_tty
+from reptyr_tmux.engine.survey import describe, refuse_moved_meanwhile, refuse_unmovable, traceable_by_us
+from reptyr_tmux.engine.target_fds import kind_of, open_in_target, open_per_kind, park
+from reptyr_tmux.engine.transaction import Transaction
 from reptyr_tmux.errors import Refusal, ReptyrError, TargetGone
-from reptyr_tmux.survey import describe, refuse_moved_meanwhile, refuse_unmovable, traceable_by_us
-from reptyr_tmux.target_fds import kind_of, open_in_target, open_per_kind, park
-from reptyr_tmux.transaction import Transaction
 
 if TYPE_CHECKING:
-    from reptyr_tmux.remote import RemoteProcess
+    from reptyr_tmux.engine.remote import RemoteProcess
 
 TIOCSCTTY, TIOCNOTTY, TIOCSPGRP = termios.TIOCSCTTY, termios.TIOCNOTTY, termios.TIOCSPGRP
 HANGUP_SIGNALS = (signal.SIGHUP, signal.SIGCONT)  # what TIOCNOTTY sends the terminal's foreground
@@ -250,7 +250,7 @@ def _refuse_a_stopped_one_among(hangup_group: list[Held], plan: SessionPlan) -> 
 def _hold_everyone(tx: Transaction, plan: SessionPlan) -> dict[int, Held]:
     """Stop every member; look again until nobody new has joined (a member may fork until held)."""
     # ptrace's modules load only in the engine's own process (worker.py warms them while the pane opens)
-    from reptyr_tmux.remote import hold_other_threads, release_threads
+    from reptyr_tmux.engine.remote import hold_other_threads, release_threads
 
     targets: dict[int, RemoteProcess] = {}
     fresh = plan.members  # as surveyed; then everyone forked since, until a look finds nobody new
@@ -277,7 +277,7 @@ def _hold_everyone(tx: Transaction, plan: SessionPlan) -> dict[int, Held]:
 
 
 def _seize(member: proc.Stat) -> RemoteProcess | None:
-    from reptyr_tmux.remote import RemoteProcess
+    from reptyr_tmux.engine.remote import RemoteProcess
 
     try:
         return RemoteProcess.infect(member.pid)

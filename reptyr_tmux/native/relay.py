@@ -1,6 +1,6 @@
 """The first process of a steal-mode pane: copies between the pane and a stolen pty master.
 
-Usage: python -m reptyr_tmux.relay HOLDER_PID HOLDER_STARTTIME FD [REPORT]
+Usage: python -m reptyr_tmux.native.relay HOLDER_PID HOLDER_STARTTIME FD [REPORT]
 
 It takes its own copy of the holder's master (pidfd_getfd), renames itself "reptyr-relay" so adopt
 knows it is ready, and relays until the session ends (EIO on the master). Window size follows the
@@ -19,9 +19,9 @@ import sys
 import termios
 
 from reptyr_tmux import proc
-from reptyr_tmux.holder import report_ready
-from reptyr_tmux.pidfd import take_fd
-from reptyr_tmux.ptyproxy import copy_window_size, relay
+from reptyr_tmux.engine.pidfd import take_fd
+from reptyr_tmux.frontends.ptyproxy import copy_window_size, relay
+from reptyr_tmux.native.holder import report_ready
 
 RELAY_NAME = b"reptyr-relay"  # our comm once we hold our copy of the master: adopt waits for it
 
@@ -41,7 +41,7 @@ def _take_master(holder_pid: int, fd: int) -> int:
     except OSError as e:
         if e.errno != errno.ENOSYS:
             raise
-    from reptyr_tmux.steal import MasterHolder, grab_master  # kernels < 5.6 only: the heavy way
+    from reptyr_tmux.engine.steal import MasterHolder, grab_master  # kernels < 5.6 only: the heavy way
 
     return grab_master(MasterHolder(holder_pid, (fd,), ""))
 

@@ -19,12 +19,12 @@ import subprocess
 import tempfile
 
 from reptyr_tmux import proc
+from reptyr_tmux.engine.survey import choose_mode
 from reptyr_tmux.errors import Refusal
-from reptyr_tmux.holder import private_cache_dir
-from reptyr_tmux.picker import MAX_GREYED, Candidate, command_of, label, refused_row
-from reptyr_tmux.survey import choose_mode
+from reptyr_tmux.frontends.picker import MAX_GREYED, Candidate, command_of, label, refused_row
+from reptyr_tmux.mux.tmux import Server, TmuxError
+from reptyr_tmux.native.holder import private_cache_dir
 from reptyr_tmux.text import printable
-from reptyr_tmux.tmux import Server, TmuxError
 
 POPUP_MIN = (3, 2)  # tmux's first version with display-popup
 GREY, PLAIN = "\x1b[90m", "\x1b[0m"  # refused rows; the only escape codes fzf ever sees from us

@@ -14,8 +14,8 @@ import subprocess
 
 from reptyr_tmux import trust
 from reptyr_tmux.errors import Refusal, ReptyrError
-from reptyr_tmux.mux import Pane, launch_and_read_report
-from reptyr_tmux.status import SUMMARY_MS
+from reptyr_tmux.frontends.status import SUMMARY_MS
+from reptyr_tmux.mux.multiplexer import Pane, launch_and_read_report
 from reptyr_tmux.text import printable, tmux_literal, tmux_message
 
 PANE_FORMAT = "#{pane_id}\t#{pane_pid}\t#{pane_tty}\t#{window_id}\t#{session_name}\t#{window_index}"

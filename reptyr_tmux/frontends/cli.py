@@ -6,9 +6,10 @@ import argparse
 import os
 import sys
 
-from reptyr_tmux import __version__, status
+from reptyr_tmux import __version__
 from reptyr_tmux.errors import ReptyrError, internal_error
-from reptyr_tmux.status import ERROR_MS
+from reptyr_tmux.frontends import status
+from reptyr_tmux.frontends.status import ERROR_MS
 from reptyr_tmux.text import printable
 
 TOP_HELP = """\
@@ -116,9 +117,9 @@ def cmd_attach(argv: list[str]) -> int:
 
 
 def _steal_here(pid_text: str, verbose: bool) -> int:
-    from reptyr_tmux.ptyproxy import relay
-    from reptyr_tmux.steal import find_session, grab_master, silence_holders
-    from reptyr_tmux.survey import parse_pid
+    from reptyr_tmux.engine.steal import find_session, grab_master, silence_holders
+    from reptyr_tmux.engine.survey import parse_pid
+    from reptyr_tmux.frontends.ptyproxy import relay
 
     session = find_session(parse_pid(pid_text))
     _refuse_without_a_terminal()
@@ -133,11 +134,11 @@ def _steal_here(pid_text: str, verbose: bool) -> int:
 
 
 def _attach_here(pid_text: str, stdio: bool, verbose: bool) -> int:
-    from reptyr_tmux.attach import attach
-    from reptyr_tmux.ptyproxy import copy_window_size, relay
-    from reptyr_tmux.shell_hangup import ShellHangupGuard
-    from reptyr_tmux.survey import parse_pid, survey
-    from reptyr_tmux.worker import run_apart
+    from reptyr_tmux.engine.attach import attach
+    from reptyr_tmux.engine.shell_hangup import ShellHangupGuard
+    from reptyr_tmux.engine.survey import parse_pid, survey
+    from reptyr_tmux.engine.worker import run_apart
+    from reptyr_tmux.frontends.ptyproxy import copy_window_size, relay
 
     pid = parse_pid(pid_text)
     if not os.isatty(0):
@@ -199,7 +200,7 @@ def _refuse_without_a_terminal() -> None:
 def _new_pty(command: list[str], with_stdio: bool) -> int:
     import subprocess
 
-    from reptyr_tmux.ptyproxy import copy_window_size, relay
+    from reptyr_tmux.frontends.ptyproxy import copy_window_size, relay
 
     master, slave = os.openpty()
     name = os.ttyname(slave)
@@ -259,9 +260,9 @@ def cmd_adopt(argv: list[str]) -> int:
 
 
 def _adopt(args: argparse.Namespace) -> int:
-    from reptyr_tmux.adopt import adopt, check
-    from reptyr_tmux.survey import parse_pid
-    from reptyr_tmux.tmux import Server
+    from reptyr_tmux.engine.survey import parse_pid
+    from reptyr_tmux.mux.adopt import adopt, check
+    from reptyr_tmux.mux.tmux import Server
 
     pid = parse_pid(args.pid)
     _check_modes_spec(args.modes)
@@ -298,7 +299,7 @@ def _summary(done) -> str:
 
 def _check_modes_spec(spec: str) -> None:
     from reptyr_tmux.errors import Refusal
-    from reptyr_tmux.modes import parse_spec
+    from reptyr_tmux.mux.modes import parse_spec
 
     try:
         parse_spec(spec)
@@ -308,16 +309,16 @@ def _check_modes_spec(spec: str) -> None:
 
 def _multiplexer(args: argparse.Namespace):
     if args.screen or args.screen_session:
-        from reptyr_tmux.screen import ScreenSession
+        from reptyr_tmux.mux.screen import ScreenSession
 
         return ScreenSession(args.screen_session)
-    from reptyr_tmux.tmux import Server
+    from reptyr_tmux.mux.tmux import Server
 
     return Server(args.socket_name, args.socket_path, args.target)
 
 
 def cmd_screen_pick(argv: list[str]) -> int:
-    from reptyr_tmux.screen_pick import main as screen_pick_main
+    from reptyr_tmux.frontends.screen_pick import main as screen_pick_main
 
     return screen_pick_main(argv)
 
@@ -327,13 +328,13 @@ def _in_reach_of_tmux(args: argparse.Namespace) -> bool:
 
 
 def cmd_pick(argv: list[str]) -> int:
-    from reptyr_tmux.picker import main as pick_main
+    from reptyr_tmux.frontends.picker import main as pick_main
 
     return pick_main(argv)
 
 
 def cmd_plugin_init(argv: list[str]) -> int:
-    from reptyr_tmux.plugin import init
+    from reptyr_tmux.frontends.plugin import init
 
     return init(argv)
 
@@ -346,7 +347,7 @@ def _take_stdin_as_ctty() -> None:
 
 
 def cmd_demo(argv: list[str]) -> int:
-    from reptyr_tmux.demo import run_demo
+    from reptyr_tmux.frontends.demo import run_demo
 
     return run_demo(argv)
 

@@ -80,8 +80,8 @@ def run_demo(argv: list[str]) -> int:
         raise ReptyrError("tmux is not installed (apt-get install tmux)")
     import libtmux
 
-    from reptyr_tmux.adopt import adopt
-    from reptyr_tmux.tmux import Server
+    from reptyr_tmux.mux.adopt import adopt
+    from reptyr_tmux.mux.tmux import Server
 
     server = libtmux.Server(socket_name=args.socket)
     session = server.new_session(session_name=SESSION, kill_session=True, attach=False, x=110, y=30)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 from reptyr_tmux.errors import ReptyrError
-from reptyr_tmux.status import SUMMARY_MS
+from reptyr_tmux.frontends.status import SUMMARY_MS
 
 READY_WITHIN_S = 5.0
 

@@ -1,7 +1,7 @@
 """The steal-mode relay as a hand-assembled x86_64 ELF: ``relay_argv(HOLDER_PID, FD)``.
 
 Why: the relay is the first process of a steal-mode pane and lives as long as the stolen session,
-copying every byte the session prints. The Python relay (``python -m reptyr_tmux.relay``, see
+copying every byte the session prints. The Python relay (``python -m reptyr_tmux.native.relay``, see
 relay.py and ptyproxy.py) costs ~7 ms CPU per MiB relayed and keeps ~13 MB resident; the C reptyr's
 proxy costs ~5.5 ms/MiB and 1.8 MB. This ELF (no libc, one PT_LOAD segment, built with holder.py's
 assembler and cached like the holder ELF) does the same job in a few pages of memory and with
@@ -25,7 +25,7 @@ stolen master shares its file description with the process it came from) wait in
 
 Fallback: ``relay_argv`` returns None on other architectures, when REPTYR_TMUX_RELAY_PYTHON=1 is set,
 or when no private cache directory lets us write and exec the ELF; callers then run the Python relay
-(``python -m reptyr_tmux.relay HOLDER_PID STARTTIME FD``), which behaves the same.
+(``python -m reptyr_tmux.native.relay HOLDER_PID STARTTIME FD``), which behaves the same.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ import os
 import signal
 import termios
 
-from reptyr_tmux.holder import (
+from reptyr_tmux.engine.pidfd import SYS_PIDFD_GETFD
+from reptyr_tmux.native.holder import (
     POLLIN,
     PR_SET_NAME,
     SYS_IOCTL,
@@ -53,8 +54,7 @@ from reptyr_tmux.holder import (
     machine,
     parse_subroutine,
 )
-from reptyr_tmux.pidfd import SYS_PIDFD_GETFD
-from reptyr_tmux.relay import RELAY_NAME
+from reptyr_tmux.native.relay import RELAY_NAME
 
 FORCE_PYTHON_ENV = "REPTYR_TMUX_RELAY_PYTHON"
 ELF_PREFIX = "relay"
@@ -447,7 +447,7 @@ def relay_elf_path() -> str | None:
 
 def relay_argv(holder_pid: int, fd: int) -> list[str] | None:
     """The steal-mode pane command relaying HOLDER_PID's pty master FD with no Python in the pane
-    (x86_64). None means: use the Python relay (``python -m reptyr_tmux.relay HOLDER_PID STARTTIME
+    (x86_64). None means: use the Python relay (``python -m reptyr_tmux.native.relay HOLDER_PID STARTTIME
     FD``) instead. The ELF does not check the start time, so the caller must re-check the holder's
     start time once the relay is ready (comm RELAY_NAME)."""
     path = relay_elf_path()

@@ -10,10 +10,10 @@ import re
 import shlex
 import sys
 
-from reptyr_tmux import status
 from reptyr_tmux.errors import ReptyrError
+from reptyr_tmux.frontends import status
 from reptyr_tmux.launch import python_argv
-from reptyr_tmux.tmux import MENUS_FROM, POPUPS_FROM, Server
+from reptyr_tmux.mux.tmux import MENUS_FROM, POPUPS_FROM, Server
 
 DEFAULT_KEY = "A"  # prefix + A: unbound in tmux's defaults; "A" for adopt
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9~!@%^&*()_+=\[\]{}:,.<>/?|-]+$|^[CM]-\S+$|^F\d{1,2}$")

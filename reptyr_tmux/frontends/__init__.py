@@ -1,0 +1,1 @@
+"""The front ends: the command line, the menu and key binding, the demo."""

@@ -1,0 +1,1 @@
+"""Panes and multiplexers: tmux, GNU screen, the pane an adoption opens and the modes it carries."""
