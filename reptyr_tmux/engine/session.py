@@ -349,8 +349,16 @@ def _tell(leader: int, old_fd: int, note: str) -> None:
 
 def _unread_input(leader: int, old_fd: int, limit: int = 65536) -> bytes:
     """What waits in the old terminal's input queue, the line being typed included: with ICANON off
-    for a moment the kernel hands out the whole queue, not only finished lines."""
-    fd = os.open(f"/proc/{leader}/fd/{old_fd}", os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    for a moment the kernel hands out the whole queue, not only finished lines. Nothing where that
+    terminal has hung up (its ssh connection gone): there is nothing to carry then."""
+    try:
+        return _drain(f"/proc/{leader}/fd/{old_fd}", limit)
+    except (OSError, termios.error):
+        return b""
+
+
+def _drain(path: str, limit: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
     try:
         saved = termios.tcgetattr(fd)
         raw = list(saved)
