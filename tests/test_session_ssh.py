@@ -201,6 +201,8 @@ def test_attach_keeps_a_job_of_an_ssh_shell_alive_when_the_connection_drops(sshd
     try:
         wait_for(lambda: proc.fd_target(job, 0) != login.pts, what="the move")
         login.expect_prompt()  # the old shell has its prompt back
+        login.run("jobs")  # and knows its job runs again (bash SIGTERMs a job it holds for stopped)
+        assert "Running" in login.expect_prompt()
         login.drop()
         wait_for(lambda: _gone(login.shell_pid), what="the old shell to hang up and exit")
         wait_for(lambda: proc.read_status(job)["SigIgn"] == own, what="its own SIGHUP action back")
