@@ -76,6 +76,11 @@ def has_signal(mask: int, signum: int) -> bool:
     return bool(mask >> (signum - 1) & 1)
 
 
+def signal_pending(pid: int, signum: int) -> bool:
+    """Whether `signum` waits to be taken by `pid` (OSError once it is gone)."""
+    return has_signal(pending_signals(read_status(pid)), signum)
+
+
 def open_fds(pid: int) -> list[int]:
     return sorted(int(name) for name in os.listdir(f"/proc/{pid}/fd"))
 

@@ -99,12 +99,9 @@ def _what_is_left(error: str, pid: int, tx: Transaction) -> str:
 def _stopped_again(pid: int, limit_s: float = 0.5) -> None:
     """The job stopped for the move may be running again once let go (ptrace resumes it); then our SIGCONT
     would wake nothing and its shell, never told, would hold it for stopped for good."""
-    deadline = time.monotonic() + limit_s
     with contextlib.suppress(OSError):
         if proc.read_stat(pid).state != "T":
-            os.kill(pid, signal.SIGSTOP)
-        while proc.read_stat(pid).state != "T" and time.monotonic() < deadline:
-            time.sleep(0.0005)
+            _stop(pid, signal.SIGSTOP, limit_s)
 
 
 def _until_the_shell_has_seen_it_continue(shell: int, limit_s: float = 0.5) -> None:
@@ -114,7 +111,7 @@ def _until_the_shell_has_seen_it_continue(shell: int, limit_s: float = 0.5) -> N
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         try:
-            if not proc.has_signal(proc.pending_signals(proc.read_status(shell)), signal.SIGCHLD):
+            if not proc.signal_pending(shell, signal.SIGCHLD):
                 return
         except (OSError, KeyError):
             return  # the shell is gone
@@ -332,8 +329,13 @@ def _tcgetattr_path(path: str) -> list:
 
 def _stop_job(pid: int) -> bool:
     """SIGTSTP the target so the shell that started it takes its terminal back; wait until stopped."""
-    os.kill(pid, signal.SIGTSTP)
-    deadline = time.monotonic() + STOP_WAIT_S
+    return _stop(pid, signal.SIGTSTP, STOP_WAIT_S)
+
+
+def _stop(pid: int, signum: int, limit_s: float) -> bool:
+    """Send `signum` and wait (at most limit_s) until the kernel shows `pid` stopped."""
+    os.kill(pid, signum)
+    deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         if proc.read_stat(pid).state == "T":
             return True

@@ -255,10 +255,10 @@ def redraw_screen(pid: int) -> None:
     try:
         # ncurses repaints inside the handler: landing while it still handles the attach's SIGWINCH
         # garbles both, so wait until that is delivered and the program is asleep again.
-        _wait(lambda: not _pending(pid, signal.SIGWINCH) and _state(pid) == "S")
+        _wait(lambda: not proc.signal_pending(pid, signal.SIGWINCH) and _state(pid) == "S")
         os.kill(pid, signal.SIGTSTP)
         # Then let its handler run, and continue it: nothing else in its orphaned group ever would.
-        _wait(lambda: not _pending(pid, signal.SIGTSTP) and _state(pid) in "ST", 1.0)
+        _wait(lambda: not proc.signal_pending(pid, signal.SIGTSTP) and _state(pid) in "ST", 1.0)
         os.kill(pid, signal.SIGCONT)
         _continue_if_it_stops_later(pid)
     except (OSError, KeyError):
@@ -276,12 +276,6 @@ def _continue_if_it_stops_later(pid: int, watch_s: float = 3.0) -> None:
             time.sleep(0.02)
 
     run_detached(watch)
-
-
-def _pending(pid: int, signum: int) -> bool:
-    status = proc.read_status(pid)
-    mask = proc.pending_signals(status)
-    return proc.has_signal(mask, signum)
 
 
 def _state(pid: int) -> str:
