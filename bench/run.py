@@ -11,6 +11,9 @@
 5. output throughput (bench/writer.py: 50 MiB of 100-byte lines in 64 KiB writes, timed by the writer
    from SIGUSR1 to its last write): the writer started directly in a tmux window (the ceiling), on a
    pty then `adopt --mode attach`, and then `reptyr PID` in a window; every window 120x40
+8. the menu: prefix + A typed into a real attached client, then the item's key; key -> the chosen
+   program's stdin is the pane's pty (the picker waits with everything loaded), against reptyr PID
+   started in a new window; a session leader (attach mode) and a shell's job (auto: the session move)
 7. session move, target a shell's foreground job (its whole session comes along): command start ->
    the job's stdin is the new terminal, `adopt --mode session` against `reptyr PID` in a new window,
    and against `reptyr -T PID` (start -> reptyr holds the session's pty master)
@@ -38,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import ECHO, VICTIMS, Spawner, wait_for  # noqa: E402  (the tests' real-pty victims)
+from conftest import ECHO, VICTIMS, Client, Spawner, Tmux, wait_for  # noqa: E402  (the tests' real parts)
 
 from reptyr_tmux import proc  # noqa: E402
 from reptyr_tmux.engine.steal import find_session  # noqa: E402
@@ -136,6 +139,32 @@ def time_session_move(how: str) -> float:
             if stat.comm == "reptyr":
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(stat.pid, signal.SIGKILL)
+        spawner.cleanup()
+
+
+def time_menu_choice(kind: str) -> float:
+    """Seconds from the menu key typed into a real attached client until the chosen program's stdin is
+    the new pane's pty: prefix + A opened the menu first, as a person does (the picker is waiting)."""
+    spawner = Spawner()
+    client = Client(Tmux(SOCKET), rows=int(SIZE[1]), cols=int(SIZE[0]), target="bench")
+    try:
+        target = victim(spawner, kind)
+        old = os.readlink(f"/proc/{target.pid}/fd/0")
+        listed = [*OURS, "pick", "-L", SOCKET, "--list"]  # a shell's child is left out for its first second
+        wait_for(lambda: f" {target.pid} " in " " + subprocess.run(listed, capture_output=True, text=True
+                                                                  ).stdout, 10, "the target in the list")
+        client.type(b"\x02A")
+        client.wait("adopt which process?")
+        key = wait_for(lambda: f" {target.pid} " in client.text() and client.menu_key(target.pid), 10,
+                       "the target's row in the menu")
+        start = time.monotonic()
+        client.type(key.encode())
+        moved = wait_for(lambda: os.readlink(f"/proc/{target.pid}/fd/0") != old and time.monotonic(), 10,
+                         "the move")
+        wait_for(lambda: "@reptyr-waiting" not in tmux("show-options", "-g"), 10, "the picker's end")
+        return moved - start
+    finally:
+        client.close()
         spawner.cleanup()
 
 
@@ -374,6 +403,12 @@ def main() -> int:
                 b = statistics.median(theirs() for _ in range(args.reps or 5)) * 1000
                 print(f"{name:58} {a:9.1f} {b:9.1f} {a / b:11.2f}")
         reps = args.reps or 5
+        subprocess.run([*OURS, "plugin-init", "-L", SOCKET], check=True, capture_output=True)  # prefix + A
+        plain = {kind: statistics.median(time_in_tmux(["reptyr"], kind, True) for _ in range(reps)) * 1000
+                 for kind in ("job", "leader")}
+        for kind, label in (("leader", "session leader (attach)"), ("job", "shell's job (session move)")):
+            chosen = statistics.median(time_menu_choice(kind) for _ in range(reps)) * 1000
+            row(f"menu choice -> on the pane's pty, {label} (ms) vs reptyr PID", chosen, plain[kind])
         ours = statistics.median(time_session_move("ours") for _ in range(reps)) * 1000
         plain = statistics.median(time_session_move("plain") for _ in range(reps)) * 1000
         whole = statistics.median(time_session_move("-T") for _ in range(reps)) * 1000

@@ -253,12 +253,14 @@ class Client:
     """A real tmux client attached to `server` in a pty of ours: keys go into the pty as a person types
     them; what the client draws is rendered by a terminal emulator (pyte), menus included."""
 
-    def __init__(self, server: Tmux, user: str | None = None, rows: int = 30, cols: int = 100):
+    def __init__(self, server: Tmux, user: str | None = None, rows: int = 30, cols: int = 100,
+                 target: str = "main"):
         """As `user` (a name) if given, else as the server's user (realssh.UserTmux) or root."""
         import pyte
         from realssh import User, attached_client  # realssh imports this module: import it when used
 
-        self.term = attached_client(server, user=User.named(user) if user else None, size=(cols, rows))
+        self.term = attached_client(server, target, user=User.named(user) if user else None,
+                                    size=(cols, rows))
         self.pid = self.term.pid
         self._screen = emulator(cols, rows)
         self._stream = pyte.ByteStream(self._screen)

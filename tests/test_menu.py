@@ -105,6 +105,91 @@ def test_adopt_status_line_prints_nothing_and_by_hand_prints_the_summary(seat):
     assert refused.returncode == 2 and "larger than any process id" in refused.stderr
 
 
+# -- the choice goes back to the picker that drew the menu -------------------------------------------
+
+def waiting_picker(seat) -> int:
+    """The pid of the picker waiting for this menu's choice, from the option it set before drawing."""
+    options = seat.tmux("show-options", "-g")
+    found = re.findall(r"^@reptyr-waiting-(\d+) ", options, re.MULTILINE)
+    assert len(found) == 1, options
+    return int(found[0])
+
+
+def adopt_commands() -> set[int]:
+    """Processes running `reptyr-tmux adopt` (a Python started for one adoption)."""
+    found = set()
+    for pid in proc.all_pids():
+        argv = proc.cmdline(pid)
+        if "adopt" in argv and any("reptyr_tmux" in arg for arg in argv):
+            found.add(pid)
+    return found
+
+
+def choose_and_watch(seat, client, victim, picker: int) -> tuple[set[int], bool]:
+    """Type the victim's key; until it has moved, watch closely (a Python started for one adoption
+    lives ~100 ms). Which such Pythons ran, and whether the picker was still alive at the move."""
+    old_tty = proc.read_stat(victim.pid).tty_nr
+    client.write(seat.menu_key(victim.pid).encode())
+    started_anew = set()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        started_anew |= adopt_commands()
+        if proc.read_stat(victim.pid).tty_nr != old_tty:
+            return started_anew, os.path.exists(f"/proc/{picker}")
+        time.sleep(0.001)
+    raise AssertionError("the chosen process was never moved")
+
+
+def test_the_menu_choice_is_adopted_by_the_picker_itself_no_python_starts_after_it(seat):
+    victim = seat.on_pty(ECHO)
+    client = seat.attach()
+    seat.open_menu()
+    picker = waiting_picker(seat)
+    assert "pick" in proc.cmdline(picker)
+    started_anew, picker_alive_at_move = choose_and_watch(seat, client, victim, picker)
+    assert started_anew == set()
+    assert picker_alive_at_move  # the move was made by the engine the picker had started
+    client.expect(f"adopted {victim.pid} (")
+    wait_for(lambda: not os.path.exists(f"/proc/{picker}"), what="the picker's end")
+    assert "@reptyr-" not in seat.tmux("show-options", "-g")  # its two options gone with it
+
+
+def test_an_item_chosen_once_the_picker_stopped_waiting_adopts_on_its_own(seat):
+    """tmux orders nothing between the item's command and the picker's end of waiting: where the
+    picker has stopped first, the item runs the adoption itself."""
+    victim = seat.on_pty(ECHO)
+    client = seat.attach()
+    seat.open_menu()
+    picker = waiting_picker(seat)
+    seat.tmux("set-option", "-gu", f"@reptyr-waiting-{picker}")  # as if the picker had stopped waiting
+    started_anew, _ = choose_and_watch(seat, client, victim, picker)
+    assert started_anew  # the item's own adoption
+    client.expect(f"adopted {victim.pid} (")
+    wait_for(lambda: victim.pid in pane_pids_of_adopted(seat), what="the victim in a pane of its own")
+    assert "@reptyr-" not in seat.tmux("show-options", "-g")
+
+
+def pane_pids_of_adopted(seat) -> set[int]:
+    """Pids whose stdin is one of the server's pane terminals."""
+    ttys = set(seat.tmux("list-panes", "-a", "-F", "#{pane_tty}").split())
+    return {s.pid for s in proc.all_stats() if s.tty_dev and proc.pts_path(s.tty_dev) in ttys}
+
+
+def test_a_menu_closed_without_a_choice_leaves_nothing_behind(seat):
+    victim = seat.on_pty(ECHO)
+    client = seat.attach()
+    seat.open_menu()
+    picker = waiting_picker(seat)
+    engine = wait_for(lambda: [s.pid for s in proc.all_stats() if s.ppid == picker] or None,
+                      what="the engine's process the picker started early")
+    client.write(b"q")  # closes tmux's menu
+    wait_for(lambda: not os.path.exists(f"/proc/{picker}"), what="the picker's end")
+    assert all(not os.path.exists(f"/proc/{pid}") for pid in engine)
+    assert "@reptyr-" not in seat.tmux("show-options", "-g")
+    assert len(seat.tmux("list-windows", "-t", "main").splitlines()) == 1
+    assert proc.read_stat(victim.pid).tty_nr == os.stat(victim.term.slave_path).st_rdev
+
+
 # -- what the menu lists, and how ------------------------------------------------------------------
 
 DEAD_FOREGROUND = r"""

@@ -49,7 +49,9 @@ class Apart:
             os.close(self._outcome)
             speak_for(parent, grandparent)  # "this command" and "the shell that ran it" are still those
             _become_worker(parent, undo_if_we_die, close)
-            import reptyr_tmux.engine.remote  # noqa: F401  (the warm-up)
+            import reptyr_tmux.engine.attach  # noqa: F401  (the warm-up: the engine and its two moves)
+            import reptyr_tmux.engine.remote  # noqa: F401
+            import reptyr_tmux.engine.session  # noqa: F401
 
             job = _read_all(go_readable)
             if not job:  # never asked: nothing to do
@@ -94,6 +96,32 @@ class Apart:
         if self._go >= 0:
             os.close(self._go)
             self._go = -1
+
+
+_started_early: Apart | None = None
+
+
+def start_early() -> None:
+    """Start the engine's process now, for this process's next engine_process(): a front end that waits
+    for a person (a menu) lets ptrace's modules load meanwhile, so none load after the choice."""
+    global _started_early
+    if _started_early is None:
+        _started_early = Apart()
+
+
+def engine_process() -> Apart:
+    """The engine's process started early, or a new one (use it in a `with` block)."""
+    global _started_early
+    engine, _started_early = _started_early or Apart(), None
+    return engine
+
+
+def end_early() -> None:
+    """The person chose nothing: the engine's process started early ends, having touched nothing."""
+    global _started_early
+    if _started_early is not None:
+        with _started_early:  # leaving the block without run() ends it
+            _started_early = None
 
 
 def run_detached(call: Callable[[], object]) -> None:

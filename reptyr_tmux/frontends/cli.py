@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from reptyr_tmux import __version__
 from reptyr_tmux.errors import ReptyrError, internal_error
 from reptyr_tmux.frontends import status
 from reptyr_tmux.frontends.status import ERROR_MS
 from reptyr_tmux.text import printable
+
+if TYPE_CHECKING:
+    from reptyr_tmux.mux.multiplexer import Multiplexer
 
 TOP_HELP = """\
 usage: reptyr-tmux COMMAND [options]
@@ -227,7 +231,8 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-S", dest="socket_path", metavar="PATH", help="tmux server socket path")
 
 
-def cmd_adopt(argv: list[str]) -> int:
+def cmd_adopt(argv: list[str], server: Multiplexer | None = None) -> int:
+    """`reptyr-tmux adopt`; into `server` if given (the picker's, already asked what it is)."""
     parser = argparse.ArgumentParser(
         prog="reptyr-tmux adopt", description="Move a running process into a new tmux pane.")
     where = parser.add_mutually_exclusive_group()
@@ -256,10 +261,10 @@ def cmd_adopt(argv: list[str]) -> int:
     parser.add_argument(status.FLAG, dest="status_line", action="store_true", help=status.HELP)
     parser.add_argument("pid", metavar="PID")
     args = parser.parse_args(argv)
-    return _adopt(args)
+    return _adopt(args, server)
 
 
-def _adopt(args: argparse.Namespace) -> int:
+def _adopt(args: argparse.Namespace, server: Multiplexer | None) -> int:
     from reptyr_tmux.engine.survey import parse_pid
     from reptyr_tmux.mux.adopt import adopt, check
     from reptyr_tmux.mux.tmux import Server
@@ -274,7 +279,7 @@ def _adopt(args: argparse.Namespace) -> int:
         elif not args.status_line:
             print(verdict)
         return 0
-    server = _multiplexer(args)
+    server = server or _multiplexer(args)
     try:
         done = adopt(pid, server, placement=args.placement or "window", target=args.target,
                      redraw=not args.no_redraw, force_stdio=args.stdio, start_time=args.start_time,

@@ -15,8 +15,8 @@ import os
 import shlex
 import shutil
 import stat
-import subprocess
 import tempfile
+from collections.abc import Callable
 
 from reptyr_tmux import proc
 from reptyr_tmux.engine.survey import choose_mode
@@ -57,14 +57,15 @@ def wanted(picker: str, server: Server) -> bool:
     return missing is None
 
 
-def choose(server: Server, found: list[Candidate], client: tuple[int, int], placement: str
-           ) -> Candidate | None:
-    """Show the popup on the client; the candidate picked with Enter, or None (Esc, nothing chosen)."""
+def choose(server: Server, found: list[Candidate], client: tuple[int, int], placement: str,
+           meanwhile: Callable[[], None] = lambda: None) -> Candidate | None:
+    """Show the popup on the client; the candidate picked with Enter, or None (Esc, nothing chosen).
+    `meanwhile` runs here while the popup is shown."""
     usable = [c for c in found if c.refusal is None]
     workdir = tempfile.mkdtemp(prefix="reptyr-pick-", dir=_workdir_base())  # 0700, a name no one guesses
     try:
         headers = _write_inputs(workdir, found, usable, client, placement)
-        _show_popup(server, _popup_command(workdir, headers, bool(usable), client))
+        _show_popup(server, _popup_command(workdir, headers, bool(usable), client), meanwhile)
         return _chosen(os.path.join(workdir, "choice"), usable)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -124,15 +125,14 @@ def _popup_command(workdir: str, headers: int, any_usable: bool, client: tuple[i
     return f"exec {shlex.join(fzf)} <{rows} >{choice}"  # fzf draws on stderr: the popup
 
 
-def _show_popup(server: Server, command: str) -> None:
+def _show_popup(server: Server, command: str, meanwhile: Callable[[], None]) -> None:
     """Run display-popup until it closes. tmux passes on the exit status of what the popup ran: fzf's
     1 (nothing matched) and 130 (Esc) are a person deciding, not a failure; 2 is fzf's own error."""
-    result = subprocess.run([*server.argv, "display-popup", "-E", "-w", "90%", "-h", "80%", command],
-                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if result.stderr.strip():
-        raise TmuxError(f"tmux display-popup failed: {result.stderr.strip()}")
-    if result.returncode not in (0, 1, 130):
-        raise Refusal(f"fzf failed in the popup (exit status {result.returncode}); set @reptyr-picker "
+    returncode, stderr = server.run_while(meanwhile, "display-popup", "-E", "-w", "90%", "-h", "80%", command)
+    if stderr.strip():
+        raise TmuxError(f"tmux display-popup failed: {stderr.strip()}")
+    if returncode not in (0, 1, 130):
+        raise Refusal(f"fzf failed in the popup (exit status {returncode}); set @reptyr-picker "
                       "to menu")
 
 

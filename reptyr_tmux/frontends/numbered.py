@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 
 from reptyr_tmux.frontends.picker import Candidate, adopt_command, label
+from reptyr_tmux.launch import python_argv
 from reptyr_tmux.text import printable
 
 
@@ -25,9 +26,9 @@ def choose(found: list[Candidate], title: str) -> Candidate | None:
     return usable[int(answer) - 1]
 
 
-def adopt(cand: Candidate, adopt_argv: list[str]) -> int:
+def adopt(cand: Candidate, adopt_args: list[str]) -> int:
     """Run the adoption of `cand`; on failure keep its message on this terminal until Enter."""
-    result = subprocess.run(adopt_command(cand, adopt_argv))
+    result = subprocess.run([*python_argv("reptyr_tmux"), "adopt", *adopt_command(cand, adopt_args)])
     if result.returncode != 0:
         input("Press Enter. ")
     return result.returncode

@@ -13,11 +13,13 @@ import os
 import re
 import shlex
 import stat as stat_module
+from collections.abc import Callable
 from typing import NamedTuple
 
 from reptyr_tmux import proc, trust
 from reptyr_tmux.engine.session import survey_session
 from reptyr_tmux.engine.survey import choose_mode, survey
+from reptyr_tmux.engine.worker import end_early, start_early
 from reptyr_tmux.errors import Refusal
 from reptyr_tmux.frontends import status
 from reptyr_tmux.frontends.commandline import recognisable
@@ -111,15 +113,15 @@ def _seats(stats: list[proc.Stat]) -> set[int]:
     return {s.sid for s in stats if s.comm.startswith("tmux") and s.tty_dev is not None}
 
 
-def menu_arguments(found: list[Candidate], adopt_argv: list[str], client: tuple[int, int] = (999, 999)
-                   ) -> list[str]:
+def menu_arguments(found: list[Candidate], item_command: Callable[[Candidate], str],
+                   client: tuple[int, int] = (999, 999)) -> list[str]:
     """display-menu arguments: a title, then name/key/command triples. tmux shows no menu at all
     that is taller or wider than the client (rows, columns), so the rows are cut to fit it."""
     width = min(MENU_WIDTH, client[1] - 4)
     usable, unusable = _menu_rows(found, client)
     args = ["-T", "#[align=centre] adopt which process? "]
     for key, cand in zip(MENU_KEYS, usable):
-        args += [tmux_literal(label(cand), width), key, _run_adopt(cand, adopt_argv)]
+        args += [tmux_literal(label(cand), width), key, item_command(cand)]
     if unusable:
         args += [""]  # a separator, then greyed items saying why
         for cand in unusable:
@@ -169,7 +171,7 @@ def main(argv: list[str]) -> int:
 
         cand = numbered.choose(found, f"Adopt which process? (tmux {server.version_text()} has no menus: "
                                "display-menu came in tmux 3.0)")
-        return 0 if cand is None else numbered.adopt(cand, _adopt_argv(args, options))
+        return 0 if cand is None else numbered.adopt(cand, _adopt_args(args, options))
     if args.list:
         for cand in found:
             print(printable(f"{label(cand)}{'  [' + cand.refusal + ']' if cand.refusal else ''}"))
@@ -178,11 +180,43 @@ def main(argv: list[str]) -> int:
         server.message("reptyr-tmux: no process to adopt (none of yours runs on another terminal)")
         return 0
     client = _client_size(server)
-    if popup_possible and (options["@reptyr-picker"] == "fzf" or not menu_fits(found, client)):
-        _pick_in_popup(server, found, client, args, options)
-        return 0
-    server.cmd("display-menu", *menu_arguments(found, _adopt_argv(args, options), client))
+    adopt_args = _adopt_args(args, options)
+    start_early()  # the engine's process: ptrace's modules load while the person chooses
+    try:
+        if popup_possible and (options["@reptyr-picker"] == "fzf" or not menu_fits(found, client)):
+            chosen = _pick_in_popup(server, found, client, options)
+        else:
+            chosen = _pick_in_menu(server, found, client, adopt_args)
+        if chosen is not None:  # here, with all loaded: no Python starts after the choice
+            from reptyr_tmux.frontends.cli import cmd_adopt
+
+            status.run(lambda argv: cmd_adopt(argv, server), adopt_command(chosen, adopt_args))
+    finally:
+        end_early()  # still unused (nothing chosen, or a failure on the way): it ends here
     return 0
+
+
+def _pick_in_menu(server: Server, found: list[Candidate], client: tuple[int, int], adopt_args: list[str]
+                  ) -> Candidate | None:
+    """tmux's menu; the candidate chosen in it, or None (nothing, or its item adopts it on its own)."""
+    from reptyr_tmux.frontends.menu_choice import MenuChoice
+
+    ourselves = python_argv("reptyr_tmux")
+    with MenuChoice(server) as choice:
+        def item_command(cand: Candidate) -> str:
+            return choice.item_command(cand.pid, [*ourselves, "adopt", *adopt_command(cand, adopt_args)])
+
+        server.cmd_while(lambda: _load_the_adoption(server), "display-menu",
+                         *menu_arguments(found, item_command, client))
+        pid = choice.taken()
+    return next((cand for cand in found if cand.pid == pid), None)
+
+
+def _load_the_adoption(server: Server) -> None:
+    """What the adoption will need, loaded and asked while the person chooses."""
+    import reptyr_tmux.mux.adopt  # noqa: F401
+
+    server.server_pid()  # the adoption refuses to move tmux itself
 
 
 def _popup_possible(picker: str, server: Server) -> bool:
@@ -193,15 +227,13 @@ def _popup_possible(picker: str, server: Server) -> bool:
     return fzf_popup.wanted(picker, server)
 
 
-def _pick_in_popup(server: Server, found: list[Candidate], client: tuple[int, int],
-                   args: argparse.Namespace, options: dict[str, str]) -> None:
-    """The fzf popup; the process chosen there is adopted as a menu item would adopt it."""
+def _pick_in_popup(server: Server, found: list[Candidate], client: tuple[int, int], options: dict[str, str]
+                   ) -> Candidate | None:
+    """The fzf popup; the candidate chosen there, or None."""
     from reptyr_tmux.frontends import fzf_popup
 
-    chosen = fzf_popup.choose(server, found, client, options["@reptyr-placement"])
-    if chosen is not None:
-        server.cmd("run-shell", "-b", shlex.join(adopt_command(chosen, _adopt_argv(args, options))
-                                                 ).replace("#", "##"))
+    return fzf_popup.choose(server, found, client, options["@reptyr-placement"],
+                            meanwhile=lambda: _load_the_adoption(server))
 
 
 def _open_numbered_window(server: Server, args: argparse.Namespace) -> None:
@@ -224,8 +256,9 @@ def pane_ttys(server: Server) -> set[proc.Tty]:
     return {tty for tty in map(proc.tty_of_path, server.pane_ttys()) if tty is not None}
 
 
-def _adopt_argv(args: argparse.Namespace, options: dict[str, str]) -> list[str]:
-    argv = [*python_argv("reptyr_tmux"), "adopt", status.FLAG, f"--{options['@reptyr-placement']}"]
+def _adopt_args(args: argparse.Namespace, options: dict[str, str]) -> list[str]:
+    """`reptyr-tmux adopt`'s arguments as the options say (the candidate's own come last)."""
+    argv = [status.FLAG, f"--{options['@reptyr-placement']}"]
     if options["@reptyr-redraw"] == "off":
         argv.append("--no-redraw")
     if options["@reptyr-remain-on-exit"] == "on":
@@ -239,19 +272,10 @@ def _adopt_argv(args: argparse.Namespace, options: dict[str, str]) -> list[str]:
     return argv
 
 
-def adopt_command(cand: Candidate, adopt_argv: list[str]) -> list[str]:
-    """What adopts `cand`: our own argv and numbers only; its start time, so a reused pid is refused."""
-    return [*adopt_argv, *(["-s"] if cand.stdio else []), "--start-time", str(cand.starttime), str(cand.pid)]
-
-
-def _run_adopt(cand: Candidate, adopt_argv: list[str]) -> str:
-    """The tmux command of one menu item, quoted for sh and tmux."""
-    return "run-shell -b " + _tmux_quote(shlex.join(adopt_command(cand, adopt_argv)))
-
-
-def _tmux_quote(text: str) -> str:
-    # Single quotes: tmux expands nothing inside them but formats, whose '#' we double.
-    return "'" + text.replace("#", "##").replace("'", "'\\''") + "'"
+def adopt_command(cand: Candidate, adopt_args: list[str]) -> list[str]:
+    """`reptyr-tmux adopt`'s arguments for `cand`: our own options and numbers only; its start time, so a
+    reused pid is refused."""
+    return [*adopt_args, *(["-s"] if cand.stdio else []), "--start-time", str(cand.starttime), str(cand.pid)]
 
 
 def _options(server: Server) -> dict[str, str]:

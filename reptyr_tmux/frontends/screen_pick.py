@@ -37,4 +37,4 @@ def main(argv: list[str]) -> int:
     cand = numbered.choose(found, "Adopt which process into a new screen window?")
     if cand is None:
         return 0
-    return numbered.adopt(cand, [sys.executable, "-m", "reptyr_tmux", "adopt", "--screen-session", session])
+    return numbered.adopt(cand, ["--screen-session", session])

@@ -20,7 +20,7 @@ from reptyr_tmux import proc
 from reptyr_tmux.engine.attach import attach
 from reptyr_tmux.engine.session import SessionPlan, move_session, repaint_by_resize, survey_session
 from reptyr_tmux.engine.survey import choose_mode, describe, survey
-from reptyr_tmux.engine.worker import Apart, run_detached
+from reptyr_tmux.engine.worker import Apart, engine_process, run_detached
 from reptyr_tmux.errors import Refusal, ReptyrError
 from reptyr_tmux.launch import python_argv
 from reptyr_tmux.mux.modes import apply as apply_modes
@@ -73,7 +73,9 @@ def adopt(pid: int, server: Multiplexer, placement: str = "window", target: str 
           redraw: bool = True, force_stdio: bool = False, start_time: int | None = None,
           remain_on_exit: bool = False, mode: str = "auto", modes_spec: str = "auto") -> Adopted:
     started = time.monotonic()
-    with Apart() as engine:  # its own process, loading ptrace's modules while we look and open the pane
+    # Its own process, loading ptrace's modules while we look and open the pane (or started earlier,
+    # while the menu was shown).
+    with engine_process() as engine:
         return _adopt(engine, started, pid, server, placement, target, redraw, force_stdio, start_time,
                       remain_on_exit, mode, modes_spec)
 

@@ -11,6 +11,7 @@ import os
 import shlex
 import shutil
 import subprocess
+from collections.abc import Callable
 
 from reptyr_tmux import trust
 from reptyr_tmux.errors import Refusal, ReptyrError
@@ -29,6 +30,9 @@ TIMED_MESSAGES_FROM = (3, 2)  # display-message -d
 LITERAL_WINDOW_NAMES = ((3, 0), (3, 0))  # 3.0 and 3.0a take new-window -n as it is; others expand formats
 
 
+_VERSIONS: dict[str, str] = {}  # tmux binary -> what its -V says
+
+
 class TmuxError(ReptyrError):
     pass
 
@@ -40,7 +44,7 @@ class Server:
         if binary is None:
             raise TmuxError("tmux is not installed (apt-get install tmux)")
         self.argv = [binary]
-        self._version_text: str | None = None
+        self._pid: int | None = None
         if socket_name:
             self.argv += ["-L", socket_name]
         if socket_path:
@@ -52,12 +56,28 @@ class Server:
             _refuse_an_inherited_foreign_server()
 
     def cmd(self, *args: str) -> str:
-        result = subprocess.run([*self.argv, *args], capture_output=True, text=True,
-                                stdin=subprocess.DEVNULL)
-        if result.returncode != 0:
-            reason = result.stderr.strip() or f"exit status {result.returncode}"
+        return self.cmd_while(lambda: None, *args)
+
+    def cmd_while(self, meanwhile: Callable[[], None], *args: str) -> str:
+        """A tmux command, while `meanwhile` runs here (a command that waits for a person: a menu)."""
+        returncode, stdout, stderr = self._run(meanwhile, args)
+        if returncode != 0:
+            reason = stderr.strip() or f"exit status {returncode}"
             raise TmuxError(f"tmux {args[0]} failed: {reason}")
-        return result.stdout
+        return stdout
+
+    def run_while(self, meanwhile: Callable[[], None], *args: str) -> tuple[int, str]:
+        """Like cmd_while, for a command whose exit status is not tmux's own (display-popup's is its
+        program's): that status and what tmux wrote on stderr."""
+        returncode, _, stderr = self._run(meanwhile, args)
+        return returncode, stderr
+
+    def _run(self, meanwhile: Callable[[], None], args: tuple[str, ...]) -> tuple[int, str, str]:
+        with subprocess.Popen([*self.argv, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) as command:
+            meanwhile()
+            stdout, stderr = command.communicate()
+        return command.returncode, stdout, stderr
 
     def open_pane(self, placement: str, command: list[str], name: str, target: str | None) -> Pane:
         if placement != "popup":
@@ -126,11 +146,11 @@ class Server:
         return printable(name, 40) if literal else tmux_literal(name, 40)
 
     def version_text(self) -> str:
-        """What `tmux -V` says after "tmux " ("3.3a", "next-3.6"); asked once per Server."""
-        if self._version_text is None:
+        """What `tmux -V` says after "tmux " ("3.3a", "next-3.6"); asked once per binary and process."""
+        if self.argv[0] not in _VERSIONS:
             said = subprocess.run([self.argv[0], "-V"], capture_output=True, text=True).stdout.split()
-            self._version_text = said[-1] if said else "(unknown version)"
-        return self._version_text
+            _VERSIONS[self.argv[0]] = said[-1] if said else "(unknown version)"
+        return _VERSIONS[self.argv[0]]
 
     def version(self) -> tuple[int, int]:
         """(major, minor): 3.1c is (3, 1); a build without a number ("master") counts as the newest."""
@@ -147,7 +167,9 @@ class Server:
         inside = os.environ.get("TMUX", "").split(",")  # "socket,pid,session" in run-shell and panes
         if len(self.argv) == 1 and len(inside) == 3 and inside[1].isdigit():
             return int(inside[1])  # our own server: no need to ask it
-        return int(self.cmd("display-message", "-p", "#{pid}").strip())
+        if self._pid is None:  # asked once: a picker asks before its menu, so its adoption need not
+            self._pid = int(self.cmd("display-message", "-p", "#{pid}").strip())
+        return self._pid
 
     def message(self, text: str, target: str | None = None, duration_ms: int = SUMMARY_MS) -> None:
         """On the status line for `duration_ms` (tmux keeps it in its message log too: show-messages)."""
