@@ -13,7 +13,8 @@
    pty then `adopt --mode attach`, and then `reptyr PID` in a window; every window 120x40
 8. the menu: prefix + A typed into a real attached client, then the item's key; key -> the chosen
    program's stdin is the pane's pty (the picker waits with everything loaded), against reptyr PID
-   started in a new window; a session leader (attach mode) and a shell's job (auto: the session move)
+   started in a new window: a session leader, a shell's job alone (@reptyr-mode attach) and with its
+   session (auto: the session move)
 7. session move, target a shell's foreground job (its whole session comes along): command start ->
    the job's stdin is the new terminal, `adopt --mode session` against `reptyr PID` in a new window,
    and against `reptyr -T PID` (start -> reptyr holds the session's pty master)
@@ -142,10 +143,11 @@ def time_session_move(how: str) -> float:
         spawner.cleanup()
 
 
-def time_menu_choice(kind: str) -> float:
+def time_menu_choice(kind: str, mode: str = "auto") -> float:
     """Seconds from the menu key typed into a real attached client until the chosen program's stdin is
     the new pane's pty: prefix + A opened the menu first, as a person does (the picker is waiting)."""
     spawner = Spawner()
+    tmux("set-option", "-g", "@reptyr-mode", mode)
     client = Client(Tmux(SOCKET), rows=int(SIZE[1]), cols=int(SIZE[0]), target="bench")
     try:
         target = victim(spawner, kind)
@@ -406,8 +408,9 @@ def main() -> int:
         subprocess.run([*OURS, "plugin-init", "-L", SOCKET], check=True, capture_output=True)  # prefix + A
         plain = {kind: statistics.median(time_in_tmux(["reptyr"], kind, True) for _ in range(reps)) * 1000
                  for kind in ("job", "leader")}
-        for kind, label in (("leader", "session leader (attach)"), ("job", "shell's job (session move)")):
-            chosen = statistics.median(time_menu_choice(kind) for _ in range(reps)) * 1000
+        for kind, mode, label in (("leader", "auto", "session leader"),
+                                  ("job", "attach", "shell's job alone"), ("job", "auto", "session move")):
+            chosen = statistics.median(time_menu_choice(kind, mode) for _ in range(reps)) * 1000
             row(f"menu choice -> on the pane's pty, {label} (ms) vs reptyr PID", chosen, plain[kind])
         ours = statistics.median(time_session_move("ours") for _ in range(reps)) * 1000
         plain = statistics.median(time_session_move("plain") for _ in range(reps)) * 1000

@@ -345,6 +345,25 @@ def test_plugin_options_reach_the_adoption(seat):
              what="the pane to stay, dead")
 
 
+def test_reptyr_mode_attach_moves_a_shells_job_alone_and_a_bad_mode_is_one_sentence(seat):
+    shell = seat.on_pty(["bash", "--norc", "--noprofile", "-i"], ready="$ ")
+    shell.term.write(f"{' '.join(seat.echo)}\n".encode())
+    shell.term.expect("ready")
+    job = wait_for(lambda: next((s.pid for s in proc.all_stats() if s.ppid == shell.pid), None), what="job")
+    seat.tmux("set-option", "-g", "@reptyr-mode", "attach")
+    assert row_of(listed_with(seat, job), job).split()[3] == "attach"  # the menu says what will happen
+    client = seat.attach()
+    seat.open_menu()
+    client.write(seat.menu_key(job).encode())
+    client.expect(f"adopted {job} (")
+    assert "attach mode: asked for" in seat.messages()
+    assert proc.read_stat(shell.pid).tty_dev == os.stat(shell.term.slave_path).st_rdev  # the shell stayed
+    assert proc.read_stat(job).tty_dev != proc.read_stat(shell.pid).tty_dev
+    seat.tmux("set-option", "-g", "@reptyr-mode", "relay")
+    client.write(b"\x02A")
+    client.expect("@reptyr-mode is 'relay'; use auto, attach, session or steal")
+
+
 def test_numbered_window_adopts_the_number_typed(seat):
     """tmux before 3.0 has no display-menu: prefix + A opens a window listing the candidates by number
     (on a newer tmux the same list is `pick --numbered`, opened here by hand)."""

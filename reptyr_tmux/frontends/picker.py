@@ -35,7 +35,8 @@ YOUNG_TICKS = os.sysconf("SC_CLK_TCK")  # children younger than a second are a l
 SSH_CLIENTS = frozenset({"ssh", "mosh-client"})  # the user's way out to (or in from) elsewhere
 OPTION_DEFAULTS = {"@reptyr-placement": "window", "@reptyr-redraw": "on",
                    "@reptyr-remain-on-exit": "off", "@reptyr-pick-all": "off", "@reptyr-modes": "auto",
-                   "@reptyr-picker": "auto"}
+                   "@reptyr-picker": "auto", "@reptyr-mode": "auto"}
+MODES = ("auto", "attach", "session", "steal")  # adopt --mode
 PICKERS = ("menu", "fzf", "auto")  # auto: the fzf popup where it works and the menu would be cut short
 
 
@@ -59,12 +60,13 @@ class Scan(NamedTuple):
     now_ticks: int
 
 
-def candidates(exclude_ttys: set[proc.Tty], include_all: bool = False, enough: int | None = None
-               ) -> list[Candidate]:
+def candidates(exclude_ttys: set[proc.Tty], include_all: bool = False, enough: int | None = None,
+               mode: str = "auto") -> list[Candidate]:
     """Our user's processes (real and effective uid ours) on a terminal outside this tmux (or on any,
     with include_all: other users' stay out regardless), then processes without a terminal whose
     output goes to a file or a terminal that is gone (nohup jobs).
-    With `enough`, stop checking once that many adoptable ones are found (the menu's size)."""
+    With `enough`, stop checking once that many adoptable ones are found (the menu's size). Each is
+    judged as adopt --mode `mode` would move it."""
     me, my_family = os.geteuid(), _ancestors(os.getpid())
     stats = proc.all_stats()
     excluded_numbers = {tty.rdev for tty in exclude_ttys}
@@ -87,11 +89,11 @@ def candidates(exclude_ttys: set[proc.Tty], include_all: bool = False, enough: i
     for stat, tty in seen:
         if enough is not None and sum(c.refusal is None for c in found) >= enough:
             break
-        mode, refusal = _verdict(stat.pid, tty is None, stats)
+        how, refusal = _verdict(stat.pid, tty is None, stats, mode)
         found.append(Candidate(
             pid=stat.pid, starttime=stat.starttime, tty=proc.tty_name(stat.tty_dev),
             elapsed=_elapsed(scan.now_ticks - stat.starttime), command=command_of(stat),
-            stdio=tty is None, refusal=refusal, mode=mode))
+            stdio=tty is None, refusal=refusal, mode=how))
     found.sort(key=lambda c: (c.stdio, c.refusal is not None))
     return found
 
@@ -165,7 +167,8 @@ def main(argv: list[str]) -> int:
         return 0
     popup_possible = not (args.list or args.numbered) and _popup_possible(options["@reptyr-picker"], server)
     found = candidates(pane_ttys(server), args.all or options["@reptyr-pick-all"] == "on",
-                       enough=None if args.list or popup_possible else len(MENU_KEYS))
+                       enough=None if args.list or popup_possible else len(MENU_KEYS),
+                       mode=options["@reptyr-mode"])
     if args.numbered:
         from reptyr_tmux.frontends import numbered  # it builds on this module
 
@@ -265,6 +268,8 @@ def _adopt_args(args: argparse.Namespace, options: dict[str, str]) -> list[str]:
         argv.append("--remain-on-exit")
     if options["@reptyr-modes"] != "auto":
         argv += ["--modes", options["@reptyr-modes"]]
+    if options["@reptyr-mode"] != "auto":
+        argv += ["--mode", options["@reptyr-mode"]]
     if args.socket_name:
         argv += ["-L", args.socket_name]
     if args.socket_path:
@@ -287,6 +292,8 @@ def _options(server: Server) -> dict[str, str]:
     placement = options["@reptyr-placement"]
     if placement not in ("window", "split-h", "split-v", "popup"):
         raise Refusal(f"@reptyr-placement is '{placement}'; use window, split-h, split-v or popup")
+    if options["@reptyr-mode"] not in MODES:
+        raise Refusal(f"@reptyr-mode is '{options['@reptyr-mode']}'; use auto, attach, session or steal")
     if options["@reptyr-picker"] not in PICKERS:
         raise Refusal(f"@reptyr-picker is '{options['@reptyr-picker']}'; use menu, fzf or auto")
     return options
@@ -312,10 +319,10 @@ def command_of(stat: proc.Stat) -> str:
     return printable(recognisable(argv).strip() or f"[{stat.comm}]", 120)
 
 
-def _verdict(pid: int, stdio: bool, stats: list[proc.Stat]) -> tuple[str, str | None]:
+def _verdict(pid: int, stdio: bool, stats: list[proc.Stat], requested: str) -> tuple[str, str | None]:
     """(the mode it would move in, None) or ("-", why it cannot be adopted, in a few words)."""
     try:
-        mode, _ = choose_mode(pid, "auto", stdio, stats)
+        mode, _ = choose_mode(pid, requested, stdio, stats)
         if mode == "session":
             survey_session(pid, stats)
         elif mode == "attach":  # steal (only when asked for): whether its terminal can be taken is
