@@ -358,6 +358,12 @@ def echo32(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def strict_echo(tmp_path_factory) -> str:
+    """A victim under seccomp's strict mode: any syscall but read, write and exit kills it."""
+    return build_c(tmp_path_factory, "strict_echo.c")
+
+
+@pytest.fixture(scope="session")
 def canary(tmp_path_factory) -> str:
     """A victim that checks, after its read() returns, every register a syscall must preserve."""
     if MACHINE not in CANARY_SOURCES:

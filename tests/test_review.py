@@ -79,6 +79,53 @@ def test_seccomp_target_is_refused_untouched(spawn):
     assert snapshot(victim.pid) == before
 
 
+def test_strict_seccomp_target_is_refused_and_keeps_working(spawn, tmux, strict_echo):
+    """Strict mode kills a process for any syscall but read, write and exit: one injected ioctl
+    would be its end."""
+    victim = spawn.on_pty([strict_echo])
+    assert proc.read_status(victim.pid)["Seccomp"] == "1"
+    before = snapshot(victim.pid)
+    for mode in ("auto", "attach", "session"):
+        result = subprocess.run([*CLI, "adopt", "-L", tmux.socket, "-t", "main", "--mode", mode,
+                                 str(victim.pid)], capture_output=True, text=True)
+        assert result.returncode == 2 and "seccomp" in result.stderr, (mode, result.stderr)
+    assert snapshot(victim.pid) == before
+    victim.term.write(b"still here\n")
+    victim.term.expect("got: still here")
+    assert len(tmux("list-windows", "-t", "main").splitlines()) == 1
+
+
+EXEC_ON_USR1 = """
+import os, signal, sys
+signal.signal(signal.SIGUSR1, lambda *_: os.execv(sys.argv[1], sys.argv[1:2]))
+print("ready", flush=True)
+while True:
+    signal.pause()
+"""
+
+
+def test_seccomp_begun_by_an_exec_after_the_survey_is_seen_once_held(spawn, strict_echo, monkeypatch):
+    """The survey saw no seccomp; the program then exec'd one under strict mode (same pid, session and
+    terminal). Once held, before anything is injected, the engine looks again and refuses."""
+    import reptyr_tmux.engine.attach as attach_module
+
+    victim = spawn.on_pty([sys.executable, "-c", EXEC_ON_USR1, strict_echo])
+    surveyed = attach_module.survey(victim.pid)
+    os.kill(victim.pid, signal.SIGUSR1)
+    victim.term.expect("ready")  # strict_echo's, after the exec
+    assert proc.read_status(victim.pid)["Seccomp"] == "1"
+    monkeypatch.setattr(attach_module, "survey", lambda *_args, **_kw: surveyed)
+    master, slave = os.openpty()
+    try:
+        with pytest.raises(Refusal, match="seccomp"):
+            attach(victim.pid, os.ttyname(slave))
+    finally:
+        os.close(master)
+        os.close(slave)
+    victim.term.write(b"still here\n")
+    victim.term.expect("got: still here")
+
+
 def test_crafted_name_reaches_no_terminal_through_messages(spawn, tmux):
     evil = "\x1b]0;PWN\x07\x1b[2J"
     victim = spawn.detached([*ECHO, "--name", evil])

@@ -38,7 +38,13 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from reptyr_tmux import proc
 from reptyr_tmux.engine.attach import copy_termios, restore_termios, still_there, watch_new_tty
-from reptyr_tmux.engine.survey import describe, refuse_moved_meanwhile, refuse_unmovable, traceable_by_us
+from reptyr_tmux.engine.survey import (
+    describe,
+    refuse_moved_meanwhile,
+    refuse_seccomp,
+    refuse_unmovable,
+    traceable_by_us,
+)
 from reptyr_tmux.engine.target_fds import kind_of, open_in_target, open_per_kind, park
 from reptyr_tmux.engine.transaction import Transaction
 from reptyr_tmux.errors import Refusal, ReptyrError, TargetGone
@@ -271,6 +277,7 @@ def _hold_everyone(tx: Transaction, plan: SessionPlan) -> dict[int, Held]:
         stat = proc.read_stat(pid)
         if pid in surveyed:
             refuse_moved_meanwhile(surveyed[pid], stat)
+        refuse_seccomp(stat, proc.read_status(pid))  # before its first injected call
         page = tx.step("map-scratch", target.map_page, target.unmap_page, always=True)
         held[pid] = Held(target, stat, page, _fds_on(pid, plan.old_terminal))
     return held

@@ -141,6 +141,7 @@ def look_again(plan: Plan) -> Plan:
     changed meanwhile (its session, group or terminal) was done by someone else: refused."""
     stat = proc.read_stat(plan.pid)
     refuse_moved_meanwhile(plan.stat, stat)
+    refuse_seccomp(stat, proc.read_status(plan.pid))
     stats = proc.all_stats()
     # A child born since the survey would share the SIGHUP that giving up the old terminal sends to
     # its group, or lose its terminal with the leader.
@@ -164,9 +165,7 @@ def refuse_unmovable(stat: proc.Stat, status: dict[str, str]) -> None:
     if stat.comm in OUR_OWN:
         raise Refusal(f"process {who} is reptyr-tmux's own pane process (it holds a pane for an adopted "
                       "program); adopt that program instead", short="reptyr-tmux's own")
-    if status.get("Seccomp", "0") == "2":
-        raise Refusal(f"process {who} runs under a seccomp filter, which may kill it for a syscall we "
-                      "would make it run; it cannot be moved safely", short="seccomp: unsafe")
+    refuse_seccomp(stat, status)
     tracer = _tracer_not_us(stat.pid, int(status.get("TracerPid", "0")))
     if tracer:
         raise Refusal(f"process {who} is already being traced by process {tracer} (a debugger or "
@@ -180,6 +179,16 @@ def refuse_unmovable(stat: proc.Stat, status: dict[str, str]) -> None:
         raise Refusal(f"not allowed to trace process {who}: it runs setuid or setgid, or its program may "
                       "not be read (Linux shows such a process as root's); run this as root",
                       short="setuid: root only")
+
+
+def refuse_seccomp(stat: proc.Stat, status: dict[str, str]) -> None:
+    """Strict mode (1) kills a process for any syscall but read, write and exit; a filter (2) may kill it
+    for one of ours. Either can begin with an exec between the survey and the hold: asked again then."""
+    mode = status.get("Seccomp", "0")
+    if mode != "0":
+        kind = "seccomp's strict mode" if mode == "1" else "a seccomp filter"
+        raise Refusal(f"process {describe(stat)} runs under {kind}, which may kill it for a syscall we "
+                      "would make it run; it cannot be moved safely", short="seccomp: unsafe")
 
 
 # Where the kernel shows a parent blocked in vfork() (/proc/PID/wchan), by kernel version.
