@@ -6,6 +6,7 @@ a fake tmux server, a directory-swapping loop, a setuid program at its prompt.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -65,16 +66,17 @@ class FakeServer(NamedTuple):
     marker: Path  # appears when a client obeyed its MSG_SHELL
 
 
-@pytest.fixture
-def fake_tmux_server(attacker: User) -> Iterator[FakeServer]:
+@contextlib.contextmanager
+def a_fake_tmux_server(attacker: User, holding: tuple[int, ...] = ()) -> Iterator[FakeServer]:
     """The attacker's fake tmux server, named like one, on a socket anyone may connect to, telling
-    every client to exec a planted script. Proven to work: a real tmux client (run with the
-    attacker's own rights) obeys it before the test starts."""
+    every client to exec a planted script; `holding`: pty masters it keeps open, as a server does its
+    panes'. Proven to work: a real tmux client (run with the attacker's own rights) obeys it before
+    the test starts."""
     program = shutil.copy(VICTIMS / "fake_tmux_server.py", attacker.home)
     evil, marker = planted_program(attacker, "evil.sh")
     socket = attacker.home / "tmux.sock"
     server = user_popen(attacker, [SYSTEM_PYTHON, program, str(socket), str(evil)], stdout=subprocess.PIPE,
-                        text=True)
+                        text=True, pass_fds=holding)
     try:
         assert server.stdout.readline() == "listening\n"
         control = as_user(attacker, ["tmux", "-S", str(socket), "list-panes"])
@@ -85,6 +87,12 @@ def fake_tmux_server(attacker: User) -> Iterator[FakeServer]:
         server.kill()
         server.wait()
         server.stdout.close()
+
+
+@pytest.fixture
+def fake_tmux_server(attacker: User) -> Iterator[FakeServer]:
+    with a_fake_tmux_server(attacker) as server:
+        yield server
 
 
 def test_a_fake_tmux_server_never_makes_root_run_its_program(spawn, tmux, fake_tmux_server):
@@ -98,15 +106,26 @@ def test_a_fake_tmux_server_never_makes_root_run_its_program(spawn, tmux, fake_t
     assert not fake_tmux_server.marker.exists(), fake_tmux_server.marker.read_text()
 
 
-def test_the_old_terminals_owner_is_asked_only_with_that_users_rights(spawn, tmux, attacker,
-                                                                       fake_tmux_server):
-    """When the old terminal belongs to the attacker, their server may describe it, but the client
-    runs as them (their uid and group, no supplementary groups): what it runs gets no more."""
+def test_the_old_terminals_owner_is_asked_only_with_that_users_rights(spawn, tmux, attacker):
+    """When the old terminal belongs to the attacker and their server holds its master (as it would a
+    pane's), that server may describe it, but the client runs as them (their uid and group, no
+    supplementary groups): what it runs gets no more."""
     victim = spawn.on_pty(CURSES, ready="CURSES-SCREEN")
     tty = proc.pts_path(victim.stat().tty_dev)
     shutil.chown(tty, attacker.uid)
-    adopt(tmux, victim.pid)
-    assert fake_tmux_server.marker.read_text() == f"uid={attacker.uid} groups={attacker.gid}\n"
+    with a_fake_tmux_server(attacker, holding=(victim.term.master,)) as server:
+        adopt(tmux, victim.pid)
+        assert server.marker.read_text() == f"uid={attacker.uid} groups={attacker.gid}\n"
+
+
+def test_a_server_that_holds_no_master_of_the_terminal_is_not_asked(spawn, tmux, attacker, fake_tmux_server):
+    """Even a server the old terminal's owner runs is asked only if it holds that terminal's master (a
+    pane's): an ssh or xterm terminal is no tmux pane, so no client runs at all."""
+    victim = spawn.on_pty(CURSES, ready="CURSES-SCREEN")
+    shutil.chown(proc.pts_path(victim.stat().tty_dev), attacker.uid)
+    out = adopt(tmux, victim.pid)
+    assert "cursor-keys" in out  # inferred instead
+    assert not fake_tmux_server.marker.exists(), fake_tmux_server.marker.read_text()
 
 
 def test_an_inherited_TMUX_of_another_user_is_not_followed(spawn, fake_tmux_server):
@@ -145,9 +164,9 @@ def test_terminfo_comes_from_the_system_only(attacker, tmp_path, monkeypatch):
     monkeypatch.setenv("TERMINFO", str(database))
     planted = subprocess.run(["tput", "-T", "xterm", "smcup"], capture_output=True, text=True).stdout
     assert planted == "\x1b[?47h"  # what a tput that inherits our environment reads
-    assert modes._terminfo("xterm", "smcup").startswith("\x1b[?1049h")  # the system's xterm
+    assert modes._terminfo("xterm", "smcup")[0].startswith("\x1b[?1049h")  # the system's xterm
     for bad in ("../../tmp/x", "/etc/passwd", ".hidden", "", "a b", "x\n", "x" * 300):
-        assert modes._terminfo(bad, "smcup") == ""
+        assert modes._terminfo(bad, "smcup") == [""]
 
 
 # --- 2. the cache of the programs tmux runs -----------------------------------------------------

@@ -133,7 +133,7 @@ def _from_tmux_pane(tty: str) -> set[str] | None:
     flags = [m.tmux_flag for m in MODES if m.tmux_flag]
     fmt = "\t".join(["#{pane_tty}"] + ["#{" + f + "}" for f in flags])
     deadline = time.monotonic() + TMUX_CLIENTS_TIMEOUT_S
-    for socket_fd, uid, binary in _askable_servers(_owner(tty)):
+    for socket_fd, uid, binary in _askable_servers(_owner(tty), proc.tty_of_path(tty)):
         try:
             out = _tmux_client(binary, socket_fd, uid, ["list-panes", "-a", "-F", fmt],
                                deadline - time.monotonic())
@@ -154,12 +154,13 @@ def _owner(path: str) -> int | None:
         return None
 
 
-def _askable_servers(tty_owner: int | None) -> Iterator[tuple[int, int, str]]:
+def _askable_servers(tty_owner: int | None, tty: proc.Tty | None) -> Iterator[tuple[int, int, str]]:
     """(socket fd, uid to ask as, its program) for each tmux server that no other user controls: a tmux
     client obeys its server, which can make it exec any program (MSG_SHELL). A server counts only if all of
     its process's uids are ours (as root: root's, or the old terminal's owner's, asked with that
     user's rights), it lives in our mount namespace (its socket path means the same file to us),
-    and its socket is that user's own in a directory nobody else may write (trust.open_socket_of)."""
+    it may hold `tty`'s master (a pane's: see _may_hold_master), and its socket is that user's own in a
+    directory nobody else may write (trust.open_socket_of)."""
     me = os.geteuid()
     uids = {me} | ({tty_owner} if me == 0 and tty_owner is not None else set())
     for pid in proc.all_pids():
@@ -169,13 +170,33 @@ def _askable_servers(tty_owner: int | None) -> Iterator[tuple[int, int, str]]:
         except (OSError, ValueError, IndexError):
             continue
         uid = next((u for u in uids if trust.runs_as(pid, u)), None)
-        if uid is None or not _in_our_mount_namespace(pid):
+        if uid is None or not _in_our_mount_namespace(pid) or not _may_hold_master(pid, tty):
             continue
         for path in _listening_sockets(pid):
             fd = trust.open_socket_of(path, uid)
             if fd is not None:
                 yield fd, uid, _binary_of(pid)
                 break
+
+
+def _may_hold_master(server_pid: int, tty: proc.Tty | None) -> bool:
+    """Whether the server holds the master of `tty`, as it does its panes', read from /proc without
+    asking it: a server that does not is not asked (no client runs). Where the kernel does not say
+    which pty a master drives (no tty-index), it may."""
+    try:
+        fds = proc.open_fds(server_pid)
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.stat(f"/proc/{server_pid}/fd/{fd}").st_rdev != proc.DEV_PTMX:
+                continue
+        except OSError:
+            continue
+        held = proc.master_tty(server_pid, fd)
+        if held is None or held == tty:
+            return True
+    return False
 
 
 def _in_our_mount_namespace(pid: int) -> bool:
@@ -240,7 +261,7 @@ def _listening_sockets(pid: int) -> list[str]:
 def _inferred(pid: int, tty: str) -> set[str]:
     """A full-screen program (no ICANON, no ECHO) sent its terminfo's smkx and smcup on start."""
     term = _environ(pid).get("TERM", "")
-    smkx, smcup = _terminfo(term, "smkx"), _terminfo(term, "smcup")
+    smkx, smcup = _terminfo(term, "smkx", "smcup")
     found = set()
     if "\x1b[?1h" in smkx:
         found.add("cursor-keys")
@@ -264,15 +285,31 @@ def _environ(pid: int) -> dict[str, str]:
 TERMINFO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 
 
-def _terminfo(term: str, capability: str) -> str:
-    """The capability from the system's terminfo. TERM comes from the target's environ (anyone's
-    text): only a plain entry name is looked up, never a path; and tput gets a clean environment,
-    so a TERMINFO or HOME of ours (root after su without -) cannot point it at a user's files."""
+def _terminfo(term: str, *capabilities: str) -> list[str]:
+    """The capabilities from the system's terminfo ("" where it has none). TERM comes from the target's
+    environ (anyone's text): only a plain entry name is looked up, never a path; and tput gets a clean
+    environment, so a TERMINFO or HOME of ours (root after su without -) cannot point it at a user's
+    files. One tput per capability (its output has no separator), all at once."""
     if not TERMINFO_NAME.fullmatch(term):
+        return ["" for _ in capabilities]
+    running = []
+    for capability in capabilities:
+        try:
+            running.append(subprocess.Popen(["tput", "-T", term, capability], stdout=subprocess.PIPE,
+                                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, cwd="/",
+                                            env=trust.CLEAN_ENV))
+        except OSError:
+            running.append(None)
+    return [_output_of(tput) for tput in running]
+
+
+def _output_of(tput: subprocess.Popen | None) -> str:
+    if tput is None:
         return ""
     try:
-        result = subprocess.run(["tput", "-T", term, capability], capture_output=True, cwd="/",
-                                stdin=subprocess.DEVNULL, env=trust.CLEAN_ENV, timeout=5)
-    except (OSError, subprocess.SubprocessError):
+        out, _ = tput.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        tput.kill()
+        tput.wait()
         return ""
-    return result.stdout.decode(errors="replace") if result.returncode == 0 else ""
+    return out.decode(errors="replace") if tput.returncode == 0 else ""
