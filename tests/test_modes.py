@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ import pytest
 from conftest import CLI, ECHO, VICTIMS, Tmux, wait_for
 from test_tmux import attach_client
 
+from reptyr_tmux.mux import terminfo
 from reptyr_tmux.mux.modes import parse_spec
 
 pytestmark = pytest.mark.tmux  # run again with each other tmux release in CI (.ci/tmux-versions.sh)
@@ -109,3 +111,20 @@ def test_shell_moved_from_a_tmux_pane_still_gets_pastes_bracketed(tmux):
         tmux.wait_screen("main:1", "pasted-two\n")
     finally:
         other.kill()
+
+
+def test_terminfo_entries_read_as_tput_reads_them():
+    """The compiled entries are read by us (no tput per adoption): for every entry of the system's
+    terminfo, smcup and smkx as tput says them."""
+    checked = 0
+    for base in terminfo.SYSTEM_DIRS:
+        folders = [os.path.join(base, f) for f in sorted(os.listdir(base))] if os.path.isdir(base) else []
+        for folder in filter(os.path.isdir, folders):
+            for term in sorted(os.listdir(folder)):
+                if not terminfo.NAME.fullmatch(term):
+                    continue
+                said = [subprocess.run(["tput", "-T", term, name], capture_output=True, text=True,
+                                       env={"PATH": "/usr/bin:/bin"}).stdout for name in ("smcup", "smkx")]
+                assert terminfo.capabilities(term, "smcup", "smkx") == said, term
+                checked += 1
+    assert checked >= 20  # ncurses-base alone has ~45 (xterm, screen, tmux, linux, vt100, ...)

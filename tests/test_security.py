@@ -22,7 +22,7 @@ from test_steal import SshdLike
 from users import User, as_user, give, need_root_and, new_user, user_env, user_popen
 
 from reptyr_tmux import proc
-from reptyr_tmux.mux import modes
+from reptyr_tmux.mux import terminfo
 from reptyr_tmux.native import holder, native_relay
 
 CURSES = ["env", "TERM=xterm", sys.executable, str(VICTIMS / "curses_screen.py")]
@@ -158,15 +158,17 @@ def test_terminfo_comes_from_the_system_only(attacker, tmp_path, monkeypatch):
     """TERM from the target's environ is a name, not a path; tput runs with a clean environment,
     so a TERMINFO in ours (su without -) pointing at the attacker's entries is not read."""
     source = tmp_path / "xterm.src"
-    source.write_text("xterm|the attacker's xterm,\n\tsmcup=\\E[?47h,\n")
+    source.write_text("xterm|the attacker's xterm,\n\tsmcup=\\E[?47h,\n"
+                      "attackterm|a name only the attacker's database has,\n\tsmcup=\\E[?47h,\n")
     database = attacker.home / "terminfo"
     subprocess.run(["tic", "-o", str(database), str(source)], check=True, capture_output=True)
     monkeypatch.setenv("TERMINFO", str(database))
     planted = subprocess.run(["tput", "-T", "xterm", "smcup"], capture_output=True, text=True).stdout
     assert planted == "\x1b[?47h"  # what a tput that inherits our environment reads
-    assert modes._terminfo("xterm", "smcup")[0].startswith("\x1b[?1049h")  # the system's xterm
+    assert terminfo.capabilities("xterm", "smcup")[0].startswith("\x1b[?1049h")  # the system's xterm
+    assert terminfo.capabilities("attackterm", "smcup") == [""]  # tput, asked for a name we lack, neither
     for bad in ("../../tmp/x", "/etc/passwd", ".hidden", "", "a b", "x\n", "x" * 300):
-        assert modes._terminfo(bad, "smcup") == [""]
+        assert terminfo.capabilities(bad, "smcup") == [""]
 
 
 # --- 2. the cache of the programs tmux runs -----------------------------------------------------

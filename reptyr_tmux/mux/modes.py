@@ -12,7 +12,6 @@ output, which is exactly how the program set them on its old terminal.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import termios
@@ -21,6 +20,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from reptyr_tmux import proc, trust
+from reptyr_tmux.mux import terminfo
 
 
 class Mode(NamedTuple):
@@ -261,7 +261,7 @@ def _listening_sockets(pid: int) -> list[str]:
 def _inferred(pid: int, tty: str) -> set[str]:
     """A full-screen program (no ICANON, no ECHO) sent its terminfo's smkx and smcup on start."""
     term = _environ(pid).get("TERM", "")
-    smkx, smcup = _terminfo(term, "smkx", "smcup")
+    smkx, smcup = terminfo.capabilities(term, "smkx", "smcup")
     found = set()
     if "\x1b[?1h" in smkx:
         found.add("cursor-keys")
@@ -280,36 +280,3 @@ def _environ(pid: int) -> dict[str, str]:
         return {}
     pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
     return {key: value for key, _, value in pairs}
-
-
-TERMINFO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
-
-
-def _terminfo(term: str, *capabilities: str) -> list[str]:
-    """The capabilities from the system's terminfo ("" where it has none). TERM comes from the target's
-    environ (anyone's text): only a plain entry name is looked up, never a path; and tput gets a clean
-    environment, so a TERMINFO or HOME of ours (root after su without -) cannot point it at a user's
-    files. One tput per capability (its output has no separator), all at once."""
-    if not TERMINFO_NAME.fullmatch(term):
-        return ["" for _ in capabilities]
-    running = []
-    for capability in capabilities:
-        try:
-            running.append(subprocess.Popen(["tput", "-T", term, capability], stdout=subprocess.PIPE,
-                                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, cwd="/",
-                                            env=trust.CLEAN_ENV))
-        except OSError:
-            running.append(None)
-    return [_output_of(tput) for tput in running]
-
-
-def _output_of(tput: subprocess.Popen | None) -> str:
-    if tput is None:
-        return ""
-    try:
-        out, _ = tput.communicate(timeout=5)
-    except subprocess.TimeoutExpired:
-        tput.kill()
-        tput.wait()
-        return ""
-    return out.decode(errors="replace") if tput.returncode == 0 else ""
