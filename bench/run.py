@@ -379,6 +379,19 @@ def steal_rows(reps: int, tmp: Path) -> None:
         row(name, statistics.median(r[0][i] for r in runs), statistics.median(r[1][i] for r in runs), fmt)
 
 
+def menu_rows(reps: int, reptyr_whole_session: float) -> None:
+    """The path a person takes: the menu's choice to the program on the pane's pty (8 above)."""
+    subprocess.run([*OURS, "plugin-init", "-L", SOCKET], check=True, capture_output=True)  # prefix + A
+    plain = {kind: statistics.median(time_in_tmux(["reptyr"], kind, True) for _ in range(reps)) * 1000
+             for kind in ("job", "leader")}
+    for kind, mode, label in (("leader", "auto", "session leader"), ("job", "attach", "shell's job alone"),
+                              ("job", "auto", "session move")):
+        chosen = statistics.median(time_menu_choice(kind, mode) for _ in range(reps)) * 1000
+        row(f"menu choice -> on the pane's pty, {label} (ms) vs reptyr PID", chosen, plain[kind])
+        if mode == "auto" and kind == "job":
+            row("  the same session move vs reptyr -T PID (ms)", chosen, reptyr_whole_session)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--reps", type=int, help="repetitions per number (default 5; 3 for 5 and 6)")
@@ -405,19 +418,13 @@ def main() -> int:
                 b = statistics.median(theirs() for _ in range(args.reps or 5)) * 1000
                 print(f"{name:58} {a:9.1f} {b:9.1f} {a / b:11.2f}")
         reps = args.reps or 5
-        subprocess.run([*OURS, "plugin-init", "-L", SOCKET], check=True, capture_output=True)  # prefix + A
-        plain = {kind: statistics.median(time_in_tmux(["reptyr"], kind, True) for _ in range(reps)) * 1000
-                 for kind in ("job", "leader")}
-        for kind, mode, label in (("leader", "auto", "session leader"),
-                                  ("job", "attach", "shell's job alone"), ("job", "auto", "session move")):
-            chosen = statistics.median(time_menu_choice(kind, mode) for _ in range(reps)) * 1000
-            row(f"menu choice -> on the pane's pty, {label} (ms) vs reptyr PID", chosen, plain[kind])
         ours = statistics.median(time_session_move("ours") for _ in range(reps)) * 1000
         plain = statistics.median(time_session_move("plain") for _ in range(reps)) * 1000
         whole = statistics.median(time_session_move("-T") for _ in range(reps)) * 1000
         for name, theirs in (("session move, shell job (ms) vs reptyr PID", plain),
                              ("session move, shell job (ms) vs reptyr -T PID", whole)):
-            print(f"{name:58} {ours:9.1f} {theirs:9.1f} {ours / theirs:11.2f}")
+            row(name, ours, theirs)
+        menu_rows(reps, whole)
         holder, relay = lingering_memory()
         print(f"{'lingering RSS per adopted process (kB)':58} {holder:9d} {relay:9d} {holder / relay:11.3f}")
         print(f"{'picker listing with 2,000 extra processes (ms)':58} {picker_time() * 1000:9.1f}")
