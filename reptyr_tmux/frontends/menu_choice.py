@@ -3,7 +3,7 @@
 A menu item runs a tmux command once the menu has closed. Had it started `reptyr-tmux adopt` anew, every
 adoption would pay for a Python start and its imports (~75 ms) after the choice. So the picker waits
 instead, with the engine's process started and the adoption's modules loaded, and each item only
-leaves its number in a server option for it to read.
+leaves the pid it stands for in a server option for the picker to read.
 
 tmux runs the item's command in the attached client's queue, the picker's `display-menu` returns in
 its own; nothing orders the two. So the item asks first whether the picker is still waiting (a second
@@ -21,7 +21,7 @@ from reptyr_tmux.mux.tmux import Server
 
 
 class MenuChoice:
-    """The two server options of one menu: "still waiting" and "the number chosen"."""
+    """The two server options of one menu: "the picker still waits" and "the pid chosen"."""
 
     def __init__(self, server: Server, token: int | None = None):
         self.server = server
@@ -46,7 +46,7 @@ class MenuChoice:
         return f"if-shell -F '##{{{self.waiting}}}' '{tell}' {_quoted(run)}"
 
     def taken(self) -> int | None:
-        """Stop waiting; the number chosen, or None (nothing chosen, or the item has not run yet and
+        """Stop waiting; the number (pid) chosen, or None (nothing chosen, or the item has not run yet and
         will now adopt on its own)."""
         answer = self.server.cmd("set-option", "-gu", self.waiting, ";", "show-options", "-gqv", self.chosen,
                                  ";", "set-option", "-gu", self.chosen)
