@@ -187,26 +187,52 @@ def test_prefix_a_moves_vim_of_an_ssh_shell_painted_and_job_control_works(sshd, 
             client.close()
 
 
+def _let_go(pid: int) -> bool:
+    return proc.read_status(pid)["TracerPid"] == "0" and proc.read_stat(pid).state not in "tT"
+
+
+def _says_running(login) -> bool:
+    login.run("jobs")
+    return "running" in login.expect_prompt().lower()
+
+
+# Stays when its terminal ends (read fails: it naps and tries again), so only a SIGHUP ends it: closing
+# the new terminal can then be seen to hang it up, not merely to end its input.
+OUTLIVES_ITS_TERMINAL = ("sh -c 'while :; do if read -r line; then echo \"got: $line\"; else sleep 0.2; fi; "
+                         "done'")
+
+
+@pytest.mark.parametrize(("who", "shell"), [("ordinary", "bash"), ("ordinary", "zsh"), ("ordinary", "fish"),
+                                            ("ordinary", "dash"), ("root", "bash")])
 def test_attach_keeps_a_job_of_an_ssh_shell_alive_when_the_connection_drops(sshd, ordinary_user,
-                                                                             user_install):
+                                                                             user_install, who, shell):
     """The reptyr drop-in, as its users use it: `reptyr-tmux attach PID` in another terminal, then the
-    ssh connection drops; the old bash hangs its jobs up, the moved one lives and gets its own SIGHUP
-    action back once that shell is gone."""
-    login = sshd.login(ordinary_user)
-    login.run(LINE_PROGRAM)
+    ssh connection drops; the old shell hangs its jobs up (bash, fish), the moved one lives, answers,
+    and gets its own SIGHUP action back once that shell is gone; closing the new terminal then hangs it
+    up as usual."""
+    user = ordinary_user if who == "ordinary" else None
+    login = sshd.login(user or "root", shell)
+    login.run(OUTLIVES_ITS_TERMINAL)
     job = job_of(login, "sh")
     own = proc.read_status(job)["SigIgn"]
-    relay = ChildTerminal(*spawn_on_pty([*user_install, "attach", str(job)], user_env(ordinary_user),
-                                        ordinary_user))
+    relay = ChildTerminal(*spawn_on_pty([*user_install, "attach", str(job)], user_env(user) if user else
+                                        dict(os.environ), user))
     try:
-        wait_for(lambda: proc.fd_target(job, 0) != login.pts, what="the move")
+        # fd 0 moves half-way through; the move is over once the job runs again, untraced
+        wait_for(lambda: proc.fd_target(job, 0) != login.pts and _let_go(job), what="the move")
         login.expect_prompt()  # the old shell has its prompt back
-        login.run("jobs")  # and knows its job runs again (bash SIGTERMs a job it holds for stopped)
-        assert "Running" in login.expect_prompt()
+        if shell != "dash":  # (dash keeps a job it saw stop for stopped; it hangs nothing up)
+            # and knows its job runs again (bash SIGTERMs a job it holds for stopped), once it has
+            # taken the SIGCHLD of our SIGCONT
+            wait_for(lambda: _says_running(login), what="the old shell to know its job runs again")
         login.drop()
         wait_for(lambda: _gone(login.shell_pid), what="the old shell to hang up and exit")
         wait_for(lambda: proc.read_status(job)["SigIgn"] == own, what="its own SIGHUP action back")
         relay.write(b"after the drop\n")
         relay.expect("got: after the drop")
+        os.close(relay.master)  # the new terminal closes (its window), the relay is told by SIGHUP
+        relay.master = -1
+        wait_for(lambda: _gone(job), what="the job to be hung up")
+        relay.wait()
     finally:
         relay.close()

@@ -1,11 +1,19 @@
 """`reptyr-tmux attach` (the reptyr drop-in): the moved job outlives its old shell hanging up, and gets
-its own SIGHUP action back afterwards, for each shell."""
+its own SIGHUP action back afterwards, for each shell.
+
+The job (echo.py --outlive-terminal) stays when its input ends or fails, so only a SIGHUP ends it once
+its terminal has gone: "closing the new terminal hangs it up" cannot pass by the job merely seeing EOF.
+With --catch-hup it has a SIGHUP handler of its own, as vim has: that handler, not just any action, must
+come back, and must not have run for its old shell's hangup.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import signal
+import time
 
 import pytest
 from conftest import CLI, ECHO, Terminal, gone, wait_for
@@ -34,14 +42,19 @@ def sighup_action(pid: int) -> tuple[bool, bool]:
             proc.has_signal(proc.signal_mask(status, "SigCgt"), signal.SIGHUP))
 
 
+JOB = [*ECHO, "--outlive-terminal"]
+
+
 @pytest.fixture
 def moved_job(spawn, request):
-    """A job of `request.param`'s shell on an old terminal, moved by `attach` run in a new one."""
-    argv, env = SHELLS[request.param]
+    """A job of a shell on an old terminal, moved by `attach` run in a new one. `request.param`: the
+    shell's name, or (name, extra options of the job)."""
+    name, extra = request.param if isinstance(request.param, tuple) else (request.param, ())
+    argv, env = SHELLS[name]
     shell, old = on_pty(argv, env)
     spawn.terminals.append(old)
     old.expect("$ ")
-    old.write((" ".join(ECHO) + "\n").encode())
+    old.write((" ".join([*JOB, *extra]) + "\n").encode())
     old.expect("ready")
     job = wait_for(lambda: next((s.pid for s in proc.all_stats() if s.ppid == shell and s.state != "Z"),
                                 None), what="the job")
@@ -87,13 +100,88 @@ def test_closing_the_new_terminal_first_hangs_the_job_up_as_usual(moved_job):
     assert not gone(moved_job["shell"])
 
 
-@pytest.mark.parametrize("moved_job", ["bash-huponexit", "zsh"], indirect=True)
+def exit_the_shell(moved_job) -> None:
+    """`exit` typed at the old shell, again while it only warns about its jobs (zsh, fish)."""
+    for _ in range(3):
+        moved_job["old"].write(b"exit\n")
+        try:
+            wait_for(lambda: gone(moved_job["shell"]), timeout=1.0, what="the old shell to exit")
+            return
+        except AssertionError:
+            continue
+    raise AssertionError(f"the old shell did not exit: {moved_job['old'].quiet_for(0.2)!r}")
+
+
+@ALL
 def test_the_job_outlives_its_old_shell_exiting(moved_job):
-    old, job = moved_job["old"], moved_job["job"]
-    old.write(b"exit\n")
-    if b"logout" not in old.quiet_for(0.5):  # zsh first warns that it has jobs; the second is obeyed
-        old.write(b"exit\n")
-    wait_for(lambda: gone(moved_job["shell"]), what="the old shell to exit")
+    job, new = moved_job["job"], moved_job["new"]
+    exit_the_shell(moved_job)
     wait_for(lambda: sighup_action(job) == moved_job["own"], what="its own SIGHUP action back")
-    moved_job["new"].write(b"after exit\n")
-    moved_job["new"].expect("got: after exit")
+    new.write(b"after exit\n")
+    new.expect("got: after exit")
+    new.close()
+    wait_for(lambda: gone(job), what="the job to be hung up")
+
+
+WITH_A_HANDLER = pytest.mark.parametrize("moved_job", [(name, ("--catch-hup",)) for name in SHELLS],
+                                         indirect=True, ids=list(SHELLS))
+
+
+@WITH_A_HANDLER
+def test_a_sighup_handler_of_its_own_comes_back_untouched_by_the_old_shells_hangup(moved_job):
+    """vim's case: a program that handles SIGHUP (vim ends with "Caught deadly signal HUP"). Its handler
+    does not run for the old shell's hangup; afterwards that very handler is back and runs for a
+    SIGHUP; closing the new terminal then hangs it up through it."""
+    job, new = moved_job["job"], moved_job["new"]
+    assert moved_job["own"] == (False, True)
+    moved_job["old"].close()
+    wait_for(lambda: gone(moved_job["shell"]), what="the old shell to exit")
+    wait_for(lambda: sighup_action(job) == moved_job["own"], what="its own SIGHUP handler back")
+    new.write(b"after the hangup\n")
+    assert "sighup" not in new.expect("got: after the hangup")  # the old shell's SIGHUP never reached it
+    os.kill(job, signal.SIGHUP)
+    new.expect("sighup")
+    new.write(b"handled\n")
+    new.expect("got: handled")
+    new.close()
+    wait_for(lambda: gone(job), what="the job to be hung up")
+
+
+@pytest.mark.parametrize("name", list(SHELLS))
+def test_an_old_shell_slow_to_see_the_stop_still_gets_its_prompt_back(spawn, name):
+    """A busy machine: the shell runs only after its job has stopped for the move (here it is itself
+    held stopped until 0.3 s after that stop). The kernel tells a stop to a wait only while the job is
+    still stopped, so the move waits until the shell has taken its terminal back before it lets the job
+    run: otherwise the shell, told "continued" only, would go on waiting for its foreground job for good."""
+    argv, env = SHELLS[name]
+    shell, old = on_pty(argv, env)
+    spawn.terminals.append(old)
+    job = relay = None
+    try:
+        old.expect("$ ")
+        old.write((" ".join(JOB) + "\n").encode())
+        old.expect("ready")
+        job = wait_for(lambda: next((s.pid for s in proc.all_stats() if s.ppid == shell and s.state != "Z"),
+                                    None), what="the job")
+        os.kill(shell, signal.SIGSTOP)
+        wait_for(lambda: proc.read_stat(shell).state == "T", what="the shell to be held")
+        relay, new = on_pty([*CLI, "attach", str(job)])
+        spawn.terminals.append(new)
+        wait_for(lambda: proc.read_stat(job).state in "tT", what="the job to stop for the move")
+        time.sleep(0.3)  # the shell's delay (the move itself takes ~20 ms)
+        os.kill(shell, signal.SIGCONT)
+        new.expect("winch")
+        old.expect("$ ")  # its prompt is back
+        old.write(b'echo shell""-answers\n')
+        old.expect("shell-answers\r\n")
+        new.write(b"moved\n")
+        new.expect("got: moved")
+    finally:
+        for pid in (job, relay, shell):
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        for pid in (relay, shell):
+            if pid:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)

@@ -32,6 +32,24 @@ def on_tstp(*_: object) -> None:
     say("sigtstp")
 
 
+def on_hup(*_: object) -> None:
+    try:
+        say("sighup")
+    except OSError:  # its terminal has hung up: end as a program that handles SIGHUP usually does
+        os._exit(128 + signal.SIGHUP)
+
+
+def outlive_the_terminal() -> None:
+    """Its terminal has ended (end of file, or EIO once the master is closed): stay, so that only a
+    signal ends it and a test can tell a hangup (SIGHUP) from a program that merely saw its input end."""
+    try:
+        say("eof")
+    except OSError:
+        pass
+    while True:
+        signal.pause()
+
+
 def install_allow_all_seccomp_filter() -> None:
     """Seccomp mode 2 with a filter that allows everything: enough to show up as "Seccomp: 2"."""
     import ctypes
@@ -63,6 +81,8 @@ if __name__ == "__main__":
 
         ctypes.CDLL(None).prctl(15, args[args.index("--name") + 1].encode()[:15], 0, 0, 0)
     signal.signal(signal.SIGWINCH, on_winch)
+    if "--catch-hup" in args:
+        signal.signal(signal.SIGHUP, on_hup)
     if "--catch-int" in args:
         signal.signal(signal.SIGINT, on_int)
     if "--catch-tstp" in args:
@@ -83,8 +103,15 @@ if __name__ == "__main__":
             say("woke")
     say(f"ready {os.getpid()}")
     while True:
-        line = sys.stdin.readline()
+        try:
+            line = sys.stdin.readline()
+        except OSError:
+            if "--outlive-terminal" not in args:
+                raise
+            line = ""
         if not line:
+            if "--outlive-terminal" in args:
+                outlive_the_terminal()
             say("eof")
             break
         say("got: " + line.strip() + (f" usr1={usr1[0]}" if "--count-usr1" in args else ""))
