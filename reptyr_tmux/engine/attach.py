@@ -328,8 +328,35 @@ def _tcgetattr_path(path: str) -> list:
 
 
 def _stop_job(pid: int) -> bool:
-    """SIGTSTP the target so the shell that started it takes its terminal back; wait until stopped."""
-    return _stop(pid, signal.SIGTSTP, STOP_WAIT_S)
+    """SIGTSTP the target so the shell that started it takes its terminal back; wait until stopped,
+    and until that shell has seen the stop (it takes the terminal back). The kernel's wait reports a
+    stop only while the process is still stopped: a SIGCONT before the shell asked (ours, after the
+    move; a busy machine delays the shell that long) leaves it "continued" only, and the shell keeps
+    waiting for its foreground job, its prompt never back, or holds it for stopped."""
+    stopped = _stop(pid, signal.SIGTSTP, STOP_WAIT_S)
+    if stopped:
+        _until_the_shell_has_the_terminal(pid, STOP_WAIT_S)
+    return stopped
+
+
+def _until_the_shell_has_the_terminal(pid: int, limit_s: float) -> None:
+    """Wait while `pid`'s group is still its terminal's foreground group and its parent is a job
+    control shell of its session (one that takes the terminal back from a stopped job)."""
+    stat = proc.read_stat(pid)
+    try:
+        parent = proc.read_stat(stat.ppid)
+    except OSError:
+        return
+    if parent.sid != stat.sid or parent.pgid == stat.pgid:
+        return  # not a job-control shell's job: nobody will take the terminal
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            if proc.read_stat(pid).tpgid != stat.pgid:
+                return
+        except OSError:
+            return
+        time.sleep(0.0005)
 
 
 def _stop(pid: int, signum: int, limit_s: float) -> bool:
