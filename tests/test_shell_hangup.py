@@ -13,6 +13,7 @@ import contextlib
 import os
 import pty
 import signal
+import subprocess
 import time
 
 import pytest
@@ -185,3 +186,36 @@ def test_an_old_shell_slow_to_see_the_stop_still_gets_its_prompt_back(spawn, nam
             if pid:
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, 0)
+
+
+
+def test_a_forced_attach_mode_in_tmux_gives_sighup_back_at_once(spawn, tmux):
+    """In tmux, `adopt --mode attach` has no relay that could wait for the old shell (the pane's holder
+    is tiny and native): the job has its own SIGHUP action right after the move, as the README says,
+    so its old shell hanging up hangs it up too (type disown there first; auto mode moves the shell)."""
+    argv, env = SHELLS["bash"]
+    shell, old = on_pty(argv, env)
+    spawn.terminals.append(old)
+    job = None
+    try:
+        old.expect("$ ")
+        old.write((" ".join(JOB) + "\n").encode())
+        old.expect("ready")
+        job = wait_for(lambda: next((s.pid for s in proc.all_stats() if s.ppid == shell and s.state != "Z"),
+                                    None), what="the job")
+        own = sighup_action(job)
+        adopt = [*CLI, "adopt", "-L", tmux.socket, "-t", "main", "--mode", "attach", str(job)]
+        result = subprocess.run(adopt, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert sighup_action(job) == own
+        tmux("send-keys", "-t", "main:1", "in the pane", "Enter")
+        tmux.wait_screen("main:1", "got: in the pane")
+        old.close()
+        wait_for(lambda: gone(job), what="the old shell to hang the job up")
+    finally:
+        for pid in (job, shell):
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(shell, 0)
