@@ -178,6 +178,32 @@ def test_attach_and_readopt_leave_a_colliding_bystander_alone(spawn, tmux, bysta
     assert bystander.answers(old) and bystander.answers(first_pane)
 
 
+def test_session_move_and_readopt_leave_a_colliding_bystander_alone(sshd, tmux, bystander):
+    """auto mode moves a shell's job with its whole session; the bystander holds the masters of the
+    session's old pts/N and, with a child named like our holder, of the first pane's pts/M."""
+    sshd.type(0, "bash -c 'while :; do echo session-tick; sleep 0.2; done'")
+    sshd.wait_log(0, "session-tick")
+    job = sshd.job(0)
+    old = pts_index_of(job)
+    bystander.hold(old)
+    result = adopt(tmux, job)
+    assert result.returncode == 0 and "session mode" in result.stdout + result.stderr, result.stderr
+    tmux.wait_screen("main:1", "session-tick")
+    first_pane = int(tmux.pane("main:1", "#{pane_tty}").rsplit("/", 1)[1])  # (the job has no controlling
+    bystander.hold(first_pane)  # terminal after a session move: Linux gives it back only to the leader)
+    before = bystander.state()
+    result = adopt(tmux, job)  # again, from its pane: our holder there retires, the namesake does not
+    assert result.returncode == 0, result.stderr
+    wait_for(lambda: len(tmux.windows()) == 2, what="the first adoption's window to close")
+    window = f"main:{tmux.windows()[-1]}"
+    tmux.wait_screen(window, "session-tick")
+    tmux("send-keys", "-t", window, "C-c")
+    tmux("send-keys", "-t", window, "echo moved-twice", "Enter")
+    tmux.wait_screen(window, "moved-twice\n")
+    assert bystander.state() == before
+    assert bystander.answers(old) and bystander.answers(first_pane)
+
+
 def test_steal_never_takes_a_colliding_master(sshd, tmux, bystander):
     sshd.type(0, "bash -c 'while :; do echo steal-tick; sleep 0.2; done'")
     sshd.wait_log(0, "steal-tick")
