@@ -15,6 +15,8 @@ import pty
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import pytest
 from conftest import CLI, ECHO, Terminal, gone, wait_for
@@ -46,35 +48,58 @@ def sighup_action(pid: int) -> tuple[bool, bool]:
 JOB = [*ECHO, "--outlive-terminal"]
 
 
+@dataclass
+class ShellsJob:
+    shell: int
+    old: Terminal  # the shell's terminal
+    job: int
+    children: list[int] = field(default_factory=list)  # ours, besides the shell: killed and reaped after
+
+
+@contextlib.contextmanager
+def a_job_of(spawn, name: str, extra: tuple[str, ...] = ()) -> Iterator[ShellsJob]:
+    """`name`'s shell on a fresh pty running JOB (with `extra` options) in the foreground; afterwards
+    the job, the shell and the children added are killed."""
+    argv, env = SHELLS[name]
+    shell, old = on_pty(argv, env)
+    spawn.terminals.append(old)
+    found = ShellsJob(shell, old, 0)
+    try:
+        old.expect("$ ")
+        old.write((" ".join([*JOB, *extra]) + "\n").encode())
+        old.expect("ready")
+        found.job = wait_for(lambda: next((s.pid for s in proc.all_stats()
+                                           if s.ppid == shell and s.state != "Z"), None), what="the job")
+        yield found
+    finally:
+        for pid in (found.job, *found.children, shell):
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        for pid in (*found.children, shell):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+
+def attach_in_a_new_terminal(spawn, where: ShellsJob) -> tuple[int, Terminal]:
+    relay, new = on_pty([*CLI, "attach", str(where.job)])
+    spawn.terminals.append(new)
+    where.children.append(relay)
+    return relay, new
+
+
 @pytest.fixture
 def moved_job(spawn, request):
     """A job of a shell on an old terminal, moved by `attach` run in a new one. `request.param`: the
     shell's name, or (name, extra options of the job)."""
     name, extra = request.param if isinstance(request.param, tuple) else (request.param, ())
-    argv, env = SHELLS[name]
-    shell, old = on_pty(argv, env)
-    spawn.terminals.append(old)
-    old.expect("$ ")
-    old.write((" ".join([*JOB, *extra]) + "\n").encode())
-    old.expect("ready")
-    job = wait_for(lambda: next((s.pid for s in proc.all_stats() if s.ppid == shell and s.state != "Z"),
-                                None), what="the job")
-    own = sighup_action(job)
-    relay, new = on_pty([*CLI, "attach", str(job)])
-    spawn.terminals.append(new)
-    new.expect("winch")  # the job speaks through the new terminal
-    old.expect("$ ")  # and its old shell has its prompt back
-    yield {"shell": shell, "old": old, "job": job, "own": own, "relay": relay, "new": new}
-    for pid in (job, relay, shell):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    for pid in (relay, shell):
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
+    with a_job_of(spawn, name, extra) as there:
+        own = sighup_action(there.job)
+        relay, new = attach_in_a_new_terminal(spawn, there)
+        new.expect("winch")  # the job speaks through the new terminal
+        there.old.expect("$ ")  # and its old shell has its prompt back
+        yield {"shell": there.shell, "old": there.old, "job": there.job, "own": own, "relay": relay,
+               "new": new}
 
 
 ALL = pytest.mark.parametrize("moved_job", list(SHELLS), indirect=True)
@@ -154,68 +179,32 @@ def test_an_old_shell_slow_to_see_the_stop_still_gets_its_prompt_back(spawn, nam
     held stopped until 0.3 s after that stop). The kernel tells a stop to a wait only while the job is
     still stopped, so the move waits until the shell has taken its terminal back before it lets the job
     run: otherwise the shell, told "continued" only, would go on waiting for its foreground job for good."""
-    argv, env = SHELLS[name]
-    shell, old = on_pty(argv, env)
-    spawn.terminals.append(old)
-    job = relay = None
-    try:
-        old.expect("$ ")
-        old.write((" ".join(JOB) + "\n").encode())
-        old.expect("ready")
-        job = wait_for(lambda: next((s.pid for s in proc.all_stats() if s.ppid == shell and s.state != "Z"),
-                                    None), what="the job")
-        os.kill(shell, signal.SIGSTOP)
-        wait_for(lambda: proc.read_stat(shell).state == "T", what="the shell to be held")
-        relay, new = on_pty([*CLI, "attach", str(job)])
-        spawn.terminals.append(new)
-        wait_for(lambda: proc.read_stat(job).state in "tT", what="the job to stop for the move")
+    with a_job_of(spawn, name) as there:
+        os.kill(there.shell, signal.SIGSTOP)
+        wait_for(lambda: proc.read_stat(there.shell).state == "T", what="the shell to be held")
+        relay, new = attach_in_a_new_terminal(spawn, there)
+        wait_for(lambda: proc.read_stat(there.job).state in "tT", what="the job to stop for the move")
         time.sleep(0.3)  # the shell's delay (the move itself takes ~20 ms)
-        os.kill(shell, signal.SIGCONT)
+        os.kill(there.shell, signal.SIGCONT)
         new.expect("winch")
-        old.expect("$ ")  # its prompt is back
-        old.write(b'echo shell""-answers\n')
-        old.expect("shell-answers\r\n")
+        there.old.expect("$ ")  # its prompt is back
+        there.old.write(b'echo shell""-answers\n')
+        there.old.expect("shell-answers\r\n")
         new.write(b"moved\n")
         new.expect("got: moved")
-    finally:
-        for pid in (job, relay, shell):
-            if pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        for pid in (relay, shell):
-            if pid:
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, 0)
-
 
 
 def test_a_forced_attach_mode_in_tmux_gives_sighup_back_at_once(spawn, tmux):
     """In tmux, `adopt --mode attach` has no relay that could wait for the old shell (the pane's holder
     is tiny and native): the job has its own SIGHUP action right after the move, as the README says,
     so its old shell hanging up hangs it up too (type disown there first; auto mode moves the shell)."""
-    argv, env = SHELLS["bash"]
-    shell, old = on_pty(argv, env)
-    spawn.terminals.append(old)
-    job = None
-    try:
-        old.expect("$ ")
-        old.write((" ".join(JOB) + "\n").encode())
-        old.expect("ready")
-        job = wait_for(lambda: next((s.pid for s in proc.all_stats() if s.ppid == shell and s.state != "Z"),
-                                    None), what="the job")
-        own = sighup_action(job)
-        adopt = [*CLI, "adopt", "-L", tmux.socket, "-t", "main", "--mode", "attach", str(job)]
+    with a_job_of(spawn, "bash") as there:
+        own = sighup_action(there.job)
+        adopt = [*CLI, "adopt", "-L", tmux.socket, "-t", "main", "--mode", "attach", str(there.job)]
         result = subprocess.run(adopt, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
-        assert sighup_action(job) == own
+        assert sighup_action(there.job) == own
         tmux("send-keys", "-t", "main:1", "in the pane", "Enter")
         tmux.wait_screen("main:1", "got: in the pane")
-        old.close()
-        wait_for(lambda: gone(job), what="the old shell to hang the job up")
-    finally:
-        for pid in (job, shell):
-            if pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(shell, 0)
+        there.old.close()
+        wait_for(lambda: gone(there.job), what="the old shell to hang the job up")
