@@ -208,3 +208,52 @@ def test_a_forced_attach_mode_in_tmux_gives_sighup_back_at_once(spawn, tmux):
         tmux.wait_screen("main:1", "got: in the pane")
         there.old.close()
         wait_for(lambda: gone(there.job), what="the old shell to hang the job up")
+
+
+def process_at(pid: int, argv: list[str], tries: int = 500) -> subprocess.Popen:
+    """A child of ours running argv (SIGHUP ignored) with exactly this pid, freed a moment ago: the kernel
+    hands out the number after ns_last_pid (other processes of the machine may take it first: try again)."""
+    for _ in range(tries):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(pid - 1))
+        child = subprocess.Popen(argv, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+        if child.pid == pid:
+            return child
+        child.kill()
+        child.wait()
+    pytest.skip(f"pid {pid} was taken by someone else {tries} times")
+
+
+def test_a_stranger_with_the_jobs_pid_is_not_touched_when_the_old_shell_exits(spawn):
+    """The job ended while its old shell lived (its child, in a session of its own, keeps the new
+    terminal, so the relay stays); its pid is free, and another process gets it. When the old shell then
+    goes, its SIGHUP action goes to nobody: the stranger's SIGHUP stays ignored, nobody traces it."""
+    with a_job_of(spawn, "bash") as there:
+        there.old.write(b"\x03")  # (the echo job is not used: a sh job that leaves a child behind)
+        wait_for(lambda: gone(there.job), what="the first job to end")
+        there.old.expect("$ ")
+        # its child leaves the job's session (as a daemon does), so nothing keeps the job's number in use
+        there.old.write(b"sh -c 'read -r line; setsid sleep 300 & echo \"left $!\"'\n")
+        there.job = wait_for(lambda: next((s.pid for s in proc.all_stats() if s.ppid == there.shell
+                                           and s.comm == "sh" and s.state != "Z"), None), what="the sh job")
+        relay, new = attach_in_a_new_terminal(spawn, there)
+        there.old.expect("$ ")
+        wait_for(lambda: sighup_action(there.job) == (True, False), what="the move")
+        new.write(b"go\n")
+        new.expect("left ")
+        there.children.append(int(new.expect("\r\n")))  # (its child is not ours; killed afterwards too)
+        wait_for(lambda: gone(there.job), what="the job to end, its child left")
+        freed, there.job = there.job, 0  # from here the number is not the job's
+        wait_for(lambda: not os.path.exists(f"/proc/{freed}"), what="its shell to reap it")
+        stranger = process_at(freed, ["sleep", "300"])
+        try:
+            before = proc.read_status(stranger.pid)["SigIgn"]
+            there.old.close()  # the old shell hangs up and exits: the relay gives the action back
+            wait_for(lambda: gone(there.shell), what="the old shell to exit")
+            time.sleep(0.3)  # what the relay does now, it does at once
+            status = proc.read_status(stranger.pid)
+            assert (status["SigIgn"], status["TracerPid"]) == (before, "0")
+            assert proc.has_signal(proc.signal_mask(status, "SigIgn"), signal.SIGHUP)
+        finally:
+            stranger.kill()
+            stranger.wait()

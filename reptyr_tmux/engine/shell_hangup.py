@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 
 from reptyr_tmux.engine.remote import set_disposition
@@ -22,22 +23,39 @@ class ShellHangupGuard:
     def __init__(self, pid: int, own_sighup: bytes, shell: int):
         self.pid = pid
         self.own_sighup: bytes | None = own_sighup
-        try:
-            self.shell_exit = os.pidfd_open(shell)  # readable once the shell has exited
-        except OSError:
-            self.shell_exit = None
+        # The job itself, by a pidfd: once it has exited, its number may be another process's (a child
+        # of its that left the session keeps the new terminal, and us, alive meanwhile).
+        self.job_exit = _pidfd(pid)
+        self.shell_exit = _pidfd(shell)  # readable once the shell has exited
+        if self.shell_exit is None:
             self.give_back()  # already gone: nothing left to hang the job up
 
     def give_back(self) -> None:
-        """The job's own SIGHUP action back (once; quietly if the job has exited)."""
+        """The job's own SIGHUP action back (once; never to a process that merely has its number)."""
         if self.own_sighup is None:
             return
         action, self.own_sighup = self.own_sighup, None
-        with contextlib.suppress(ReptyrError, OSError):
-            set_disposition(self.pid, signal.SIGHUP, action)
+        if self.job_exit is not None and not _has_exited(self.job_exit):
+            with contextlib.suppress(ReptyrError, OSError):
+                set_disposition(self.pid, signal.SIGHUP, action)
         self.close()
 
     def close(self) -> None:
-        if self.shell_exit is not None:
-            os.close(self.shell_exit)
-            self.shell_exit = None
+        for name in ("shell_exit", "job_exit"):
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
+
+
+def _has_exited(pidfd: int) -> bool:
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
