@@ -236,3 +236,34 @@ def test_attach_keeps_a_job_of_an_ssh_shell_alive_when_the_connection_drops(sshd
         relay.wait()
     finally:
         relay.close()
+
+
+@pytest.mark.parametrize("who", ["ordinary", "root"])
+def test_attach_keeps_vim_of_an_ssh_shell_alive_when_the_connection_drops(sshd, ordinary_user, user_install,
+                                                                          who):
+    """The issue's own case: vim, moved by `reptyr-tmux attach`, the ssh connection dropped. vim handles
+    SIGHUP itself ("Vim: Caught deadly signal HUP"): it lives, edits on, its handler is back, and closing
+    the new terminal ends it through that handler."""
+    user = ordinary_user if who == "ordinary" else None
+    login = sshd.login(user or "root")
+    login.run(f"vim -u NONE -N -n {text_file(ordinary_user)}")  # -n: no swap file left by the hangup
+    vim = job_of(login, "vim")
+    login.expect("line 20")  # drawn: its signal handlers are set by now
+    own = {key: proc.read_status(vim)[key] for key in ("SigIgn", "SigCgt")}
+    relay = ChildTerminal(*spawn_on_pty([*user_install, "attach", str(vim)], user_env(user) if user else
+                                        dict(os.environ), user))
+    try:
+        wait_for(lambda: proc.fd_target(vim, 0) != login.pts and _let_go(vim), what="the move")
+        login.expect_prompt()
+        wait_for(lambda: _says_running(login), what="the old shell to know its job runs again")
+        login.drop()
+        wait_for(lambda: _gone(login.shell_pid), what="the old shell to hang up and exit")
+        wait_for(lambda: {key: proc.read_status(vim)[key] for key in own} == own, what="its own actions back")
+        relay.write(b"Oafter-the-drop\x1b")
+        relay.expect("after-the-drop")
+        os.close(relay.master)  # its new terminal closes
+        relay.master = -1
+        wait_for(lambda: _gone(vim), what="vim to be hung up")
+        relay.wait()
+    finally:
+        relay.close()
