@@ -81,6 +81,16 @@ def signal_pending(pid: int, signum: int) -> bool:
     return has_signal(pending_signals(read_status(pid)), signum)
 
 
+def cpu_time_ns(pid: int) -> int | None:
+    """How long `pid` has run on a CPU (/proc/PID/schedstat, brought up to date when it sleeps and at
+    each scheduler tick), or None (gone, or a kernel without it)."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def open_fds(pid: int) -> list[int]:
     return sorted(int(name) for name in os.listdir(f"/proc/{pid}/fd"))
 

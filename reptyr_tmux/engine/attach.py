@@ -74,8 +74,9 @@ def attach(pid: int, tty_path: str, force_stdio: bool = False, verbose: bool = F
     _send(pid, signal.SIGWINCH)
     if stopped_job:
         _stopped_again(pid)  # the kernel tells the shell of a SIGCONT only if it wakes a stopped process
+        ran = proc.cpu_time_ns(pid)
         _send(pid, signal.SIGCONT)
-        _until_the_shell_has_seen_it_continue(plan.stat.ppid)
+        _until_the_shell_has_seen_it_continue(pid, ran, plan.stat.ppid)
     elif plan.stat.state == "T":
         _send(pid, signal.SIGCONT)
     return Attached(pid=pid, old_tty=proc.tty_name(plan.stat.tty_dev), new_tty=tty_path, fds=moved_fds,
@@ -104,11 +105,19 @@ def _stopped_again(pid: int, limit_s: float = 0.5) -> None:
             _stop(pid, signal.SIGSTOP, limit_s)
 
 
-def _until_the_shell_has_seen_it_continue(shell: int, limit_s: float = 0.5) -> None:
+def _until_the_shell_has_seen_it_continue(job: int, ran_ns: int | None, shell: int, limit_s: float = 0.5
+                                          ) -> None:
     """The shell learns of our SIGCONT by a SIGCHLD. Until it has taken that, it holds the job for
     stopped, and a hangup then (its ssh connection dropping) makes bash end its stopped jobs with
-    SIGTERM (seen 1 time in 6 when a test dropped the connection right at the prompt)."""
+    SIGTERM (seen 1 time in 6 when a test dropped the connection right at the prompt). The kernel sends
+    that SIGCHLD from the job itself, the first time it runs after the SIGCONT: so first until the job
+    has run (its CPU time, `ran_ns` before, has grown), then until the shell has none pending."""
     deadline = time.monotonic() + limit_s
+    while ran_ns is not None and time.monotonic() < deadline:
+        now = proc.cpu_time_ns(job)
+        if now is None or now != ran_ns:
+            break  # it has run (or is gone)
+        time.sleep(0.0005)
     while time.monotonic() < deadline:
         try:
             if not proc.signal_pending(shell, signal.SIGCHLD):
