@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import wait_for as wait_until
 
-from reptyr_tmux.native import holder
+from reptyr_tmux.native import holder, native_relay
 
 REPO = Path(__file__).resolve().parent.parent
 TIOCSCTTY = 0x540E  # not in Python's termios module on every version
@@ -197,17 +197,42 @@ def aarch64_assembler() -> list[str] | None:
     return None
 
 
-@pytest.mark.skipif(aarch64_assembler() is None, reason="needs binutils-aarch64-linux-gnu (or arm64)")
-def test_aarch64_waiter_is_its_source_assembled(tmp_path: Path) -> None:
+NATIVE_DIR = REPO / "reptyr_tmux" / "native"
+AARCH64_SOURCES = {  # each aarch64 program's source, and the bytes we carry for it
+    "waiter-aarch64.S": holder.WAITER_AARCH64_CODE,
+    "holder-aarch64.S": holder.HOLDER_AARCH64_CODE,
+    "relay-aarch64.S": native_relay.RELAY_AARCH64_CODE,
+}
+
+
+def assemble_aarch64(source: Path, tmp_path: Path) -> bytes:
+    """The code (.text) that `source` assembles to, with its folder on the include path."""
     assembler, objcopy = aarch64_assembler()
-    source = Path(__file__).resolve().parent.parent / "reptyr_tmux" / "native" / "waiter-aarch64.S"
-    obj, code = tmp_path / "waiter.o", tmp_path / "code"
-    subprocess.run([assembler, "-o", str(obj), str(source)], check=True)
+    obj, code = tmp_path / "code.o", tmp_path / "code.bin"
+    subprocess.run([assembler, "-I", str(source.parent), "-o", str(obj), str(source)], check=True)
     subprocess.run([objcopy, "-O", "binary", "-j", ".text", str(obj), str(code)], check=True)
-    assert code.read_bytes() == holder.WAITER_AARCH64_CODE
+    return code.read_bytes()
 
 
-@pytest.mark.skipif(os.uname().machine not in holder.WAITER_MACHINES, reason="no ELF waiter for this machine")
+@pytest.mark.skipif(aarch64_assembler() is None, reason="needs binutils-aarch64-linux-gnu (or arm64)")
+@pytest.mark.parametrize("source", sorted(AARCH64_SOURCES))
+def test_aarch64_code_is_its_source_assembled(source: str, tmp_path: Path) -> None:
+    assert assemble_aarch64(NATIVE_DIR / source, tmp_path) == AARCH64_SOURCES[source]
+
+
+@pytest.mark.skipif(aarch64_assembler() is None, reason="needs binutils-aarch64-linux-gnu (or arm64)")
+def test_aarch64_agreement_sees_a_changed_instruction(tmp_path: Path) -> None:
+    """The check above compares every byte: one immediate changed in a copy of the source shows."""
+    changed = tmp_path / "holder-aarch64.S"
+    text = (NATIVE_DIR / "holder-aarch64.S").read_text()
+    assert text.count("#0x5422") == 1
+    changed.write_text(text.replace("#0x5422", "#0x5423"))  # TIOCNOTTY -> another ioctl
+    shutil.copy(NATIVE_DIR / "common-aarch64.inc", tmp_path)
+    code = assemble_aarch64(changed, tmp_path)
+    assert len(code) == len(holder.HOLDER_AARCH64_CODE) and code != holder.HOLDER_AARCH64_CODE
+
+
+@pytest.mark.skipif(os.uname().machine not in holder.NATIVE_MACHINES, reason="no ELF waiter for this machine")
 def test_elf_holder_holds_the_pty_cheaply_until_the_target_dies(pane: Pane) -> None:
     pid = pane.holder_pid
     wait_for_waiter(pane)
@@ -283,7 +308,8 @@ def test_python_fallback_holds_until_the_target_dies(python_pane: Pane) -> None:
 
 # --- the ELF holder: tmux execs it directly (holder_argv) -------------------------------------
 
-elf_only = pytest.mark.skipif(os.uname().machine != "x86_64", reason="the ELF holder is x86_64 only")
+elf_only = pytest.mark.skipif(os.uname().machine not in holder.NATIVE_MACHINES,
+                              reason="the ELF holder is x86_64 and aarch64 only")
 
 
 @pytest.fixture
@@ -328,16 +354,17 @@ def elf_pane(elf_cache: Path) -> Iterator[tuple[Pane, float]]:
     stop_pane(pane)
 
 
-def test_holder_elf_is_one_static_load_segment() -> None:
-    image = holder.holder_elf()
+@pytest.mark.parametrize("machine", sorted(WAITER_ENDS))
+def test_holder_elf_is_one_static_load_segment(machine: str) -> None:
+    image = holder.holder_elf(machine)
     entry, phoff = struct.unpack_from("<QQ", image, 24)
-    assert struct.unpack_from("<HH", image, 16) == (2, 62)  # ET_EXEC, EM_X86_64
+    assert struct.unpack_from("<HH", image, 16) == (2, WAITER_ENDS[machine][0])  # ET_EXEC, its machine
     p_type, p_flags, p_offset, p_vaddr, _, p_filesz, p_memsz = struct.unpack_from("<IIQQQQQ", image, phoff)
     assert (p_type, p_flags, p_offset) == (1, 5, 0) and p_filesz == p_memsz == len(image)
     assert p_vaddr < entry < p_vaddr + len(image)
     assert image.endswith(holder.READY_NAME + b"\0")
     assert holder.READY_NAME.decode() in holder.READY_COMMS
-    print(f"holder ELF: {len(image)} bytes")
+    print(f"{machine} holder ELF: {len(image)} bytes")
     assert len(image) < 512
 
 
@@ -413,7 +440,7 @@ def test_holder_argv_falls_back_to_python(elf_cache: Path, monkeypatch: pytest.M
     monkeypatch.setenv(holder.FORCE_PYTHON_ENV, "1")
     assert holder.holder_argv(1) is None
     monkeypatch.delenv(holder.FORCE_PYTHON_ENV)
-    monkeypatch.setattr(holder, "machine", lambda: "aarch64")
+    monkeypatch.setattr(holder, "machine", lambda: "riscv64")
     assert holder.holder_argv(1) is None
     monkeypatch.undo()
     blocker = elf_cache.parent / "file"

@@ -24,7 +24,9 @@ from reptyr_tmux.native import native_relay
 REPO = Path(__file__).resolve().parent.parent
 ECHO = [sys.executable, str(REPO / "tests" / "victims" / "echo.py")]
 TIOCSCTTY = 0x540E
-x86_64_only = pytest.mark.skipif(os.uname().machine != "x86_64", reason="the ELF relay is x86_64 only")
+x86_64_only = pytest.mark.skipif(os.uname().machine != "x86_64", reason="x86_64 code")
+native_only = pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"),
+                                 reason="the ELF relay is x86_64 and aarch64 only")
 
 # The holder: runs PROGRAM on a pty of its own, says "MASTER_FD PROGRAM_PID", never touches the master,
 # closes it when the program has exited, then waits for its stdin to end.
@@ -246,13 +248,16 @@ def python_argv(holder: Holder) -> list[str]:
 # --- the image ---------------------------------------------------------------------------------
 
 
-def test_relay_elf_is_one_static_load_segment() -> None:
-    image = native_relay.relay_elf()
+@pytest.mark.parametrize(("machine", "e_machine"), [("x86_64", 62), ("aarch64", 183)])
+def test_relay_elf_is_one_static_load_segment(machine: str, e_machine: int) -> None:
+    image = native_relay.relay_elf(machine)
     assert image[:4] == b"\x7fELF" and image[4] == 2 and image[5] == 1
-    e_type, e_machine = struct.unpack_from("<HH", image, 16)
-    assert (e_type, e_machine, struct.unpack_from("<H", image, 56)[0]) == (2, 62, 1)
+    assert struct.unpack_from("<HHIQ", image, 16)[:2] == (2, e_machine)
+    assert struct.unpack_from("<H", image, 56)[0] == 1
+    entry = struct.unpack_from("<Q", image, 24)[0]
+    assert entry == 0x400000 + 120 and entry % 4 == 0  # right after the headers (aarch64: aligned)
     assert image.endswith(b"reptyr-relay\0")
-    print(f"relay ELF: {len(image)} bytes")
+    print(f"{machine} relay ELF: {len(image)} bytes")
     assert len(image) < 2048
 
 
@@ -271,7 +276,7 @@ def test_relay_code_disassembles_cleanly(tmp_path: Path) -> None:
     assert int(last[0].strip(" :"), 16) + len(last[1].split()) == len(code)  # ends on an instruction
 
 
-@x86_64_only
+@native_only
 def test_relay_argv_caches_the_elf_privately(elf_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     argv = native_relay.relay_argv(1234, 5)
     assert argv is not None and argv[1:] == ["1234", "5"]
@@ -286,7 +291,7 @@ def test_relay_argv_caches_the_elf_privately(elf_cache: Path, monkeypatch: pytes
 # --- the relay at work --------------------------------------------------------------------------
 
 
-@x86_64_only
+@native_only
 def test_relays_both_ways_follows_the_size_idles_and_exits_with_the_session(
         elf_cache: Path, holder: Holder) -> None:
     pane = start_relay(native_argv(holder))
@@ -325,7 +330,7 @@ def test_relays_both_ways_follows_the_size_idles_and_exits_with_the_session(
         pane.close()
 
 
-@x86_64_only
+@native_only
 def test_survives_stop_and_continue(elf_cache: Path, holder: Holder) -> None:
     pane = start_relay(native_argv(holder))
     try:
@@ -339,7 +344,7 @@ def test_survives_stop_and_continue(elf_cache: Path, holder: Holder) -> None:
         pane.close()
 
 
-@x86_64_only
+@native_only
 def test_waits_while_a_non_blocking_master_is_full(elf_cache: Path) -> None:
     holder = Holder([sys.executable, "-c", SLURP], nonblocking=True)
     try:
@@ -355,7 +360,7 @@ def test_waits_while_a_non_blocking_master_is_full(elf_cache: Path) -> None:
         holder.close()
 
 
-@x86_64_only
+@native_only
 @pytest.mark.parametrize("args", [[], ["1"], ["1", "2", "3"], ["", "3"], ["0", "3"], ["12a", "3"],
                                   ["1", "-3"], ["99999999999", "3"], ["1", "2147483648"]])
 def test_bad_arguments_exit_2(elf_cache: Path, args: list[str]) -> None:
@@ -369,7 +374,7 @@ def native_argv_path() -> str:
     return path
 
 
-@x86_64_only
+@native_only
 def test_missing_process_or_fd_exits_1(elf_cache: Path, holder: Holder) -> None:
     gone = subprocess.Popen(["true"])
     gone.wait()
@@ -405,7 +410,7 @@ def relay_cost(argv_for: str) -> tuple[float, int]:
         holder.close()
 
 
-@x86_64_only
+@native_only
 def test_throughput_native_vs_python(elf_cache: Path) -> None:
     runs = {kind: [relay_cost(kind) for _ in range(3)] for kind in ("native", "python")}
     (native_ms, native_kb), (python_ms, python_kb) = (sorted(runs[kind])[1] for kind in ("native", "python"))

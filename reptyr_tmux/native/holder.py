@@ -21,7 +21,7 @@ no libc) from a memfd, which does nothing but ``poll({fd=3, POLLIN}, 1, -1)`` on
 pidfd (moved to fd 3) and ``exit_group(0)``. Its resident set is a handful of pages.
 
 On aarch64 the waiter is the same program assembled from waiter-aarch64.S, beside this file (60 bytes
-of code).
+of code); the full holder below is holder-aarch64.S (270 bytes of code), the relay relay-aarch64.S.
 
 Fallback: on other architectures, when memfd_create/execve fail (e.g. a
 vm.memfd_noexec=2 policy or a noexec mount), or when REPTYR_TMUX_HOLDER_PYTHON=1 is set,
@@ -35,7 +35,7 @@ no one else can change any directory on the way: see _private_dir) doing steps 2
 itself plus pidfd_open(PID) and the "reptyr-holder" rename, in ~a dozen syscalls. It does
 not check the start time (the caller re-checks it once the holder is ready) and has no
 REPORT, so popups and screen windows keep the Python holder; so does every caller when
-holder_argv returns None (not x86_64, REPTYR_TMUX_HOLDER_PYTHON=1, no exec-able cache dir).
+holder_argv returns None (neither x86_64 nor aarch64, REPTYR_TMUX_HOLDER_PYTHON=1, no exec-able cache dir).
 """
 
 from __future__ import annotations
@@ -49,8 +49,12 @@ import stat
 import struct
 import sys
 import termios
+from typing import TYPE_CHECKING
 
 from reptyr_tmux import proc
+
+if TYPE_CHECKING:  # (the Python holder's start-up stays lean)
+    from collections.abc import Callable
 
 PIDFD_FD = 3  # the waiter polls this fd; the holder dup2()s the pidfd here before exec
 WAITER_NAME = "reptyr-tmux-holder"
@@ -150,19 +154,32 @@ def _elf_with(code: bytes, e_machine: int = EM_X86_64) -> bytes:
     return _elf_header(LOAD_ADDR + code_offset, e_machine) + _program_header(file_size) + code
 
 
+NATIVE_MACHINES = ("x86_64", "aarch64")  # where the waiter, the holder and the relay have a native form
+
+
+def native_elf(for_machine: str | None, x86_64_code: Callable[[], bytes], aarch64_code: bytes) -> bytes:
+    """A program as a static ELF64 executable for `for_machine` (None: ours): its x86_64 code is built
+    here in Python, its aarch64 code is the bytes of a .S file beside this one, as assembled."""
+    if (for_machine or machine()) == "aarch64":
+        return _elf_with(aarch64_code, EM_AARCH64)
+    return _elf_with(x86_64_code())
+
+
+def native_allowed(force_python_env: str) -> bool:
+    """True if a native form runs here: a machine we have one for, and not forced off by the variable."""
+    return machine() in NATIVE_MACHINES and os.environ.get(force_python_env) != "1"
+
+
 # The aarch64 waiter: waiter-aarch64.S (beside this file) as assembled (test_holder.py checks they agree).
 WAITER_AARCH64_CODE = bytes.fromhex(
     "690080d22900c0f2e90f1ff8e0030091210080d2020080d2030080d2040080d2280980d2010000d4"
     "1f1000b100ffff54000080d2c80b80d2010000d4"
 )
-WAITER_MACHINES = ("x86_64", "aarch64")
 
 
-def waiter_elf(for_machine: str = "x86_64") -> bytes:
+def waiter_elf(for_machine: str | None = None) -> bytes:
     """The waiter (exec'd by the Python holder, pidfd on fd 3) as a static ELF64 executable."""
-    if for_machine == "aarch64":
-        return _elf_with(WAITER_AARCH64_CODE, EM_AARCH64)
-    return _elf_with(_waiter_code())
+    return native_elf(for_machine, _waiter_code, WAITER_AARCH64_CODE)
 
 
 # --- the pane holder: the whole setup in machine code -------------------------------------------
@@ -318,9 +335,20 @@ def _holder_code() -> bytes:
     ])
 
 
-def holder_elf() -> bytes:
-    """The pane holder as a static ELF64 x86_64 executable: ``holder PID``."""
-    return _elf_with(_holder_code())
+# The aarch64 pane holder: holder-aarch64.S (beside this file) as assembled (test_holder.py checks).
+HOLDER_AARCH64_CODE = bytes.fromhex(
+    "e00340f91f0800f121070054e10b40f928000094c00600b4f30300aa290080d2e97fbea9ff7f01a9200080d2e1030091"
+    "020080d2030180d2c81080d2010000d4a00500b5000080d241848ad2020080d2a80380d2010000d4e00313aa010080d2"
+    "483680d2010000d46004f8b7090060b2e90300f9e00180d241040010e81480d2010000d4e0030091210080d2020080d2"
+    "030080d2040080d2280980d2010000d41f1000b100ffff54000080d213000014000080d222004039a201003422144038"
+    "4201003442c000515f24007108010054430180d20008039be37b40b21f0003ebe9feff5402000014c0035fd6400080d2"
+    "02000014200080d2c80b80d2010000d47265707479722d686f6c64657200"
+)
+
+
+def holder_elf(for_machine: str | None = None) -> bytes:
+    """The pane holder as a static ELF64 executable for `for_machine` (None: ours): ``holder PID``."""
+    return native_elf(for_machine, _holder_code, HOLDER_AARCH64_CODE)
 
 
 def _cache_dirs() -> list[str]:
@@ -400,9 +428,9 @@ def _runs(path: str) -> bool:
 
 
 def holder_elf_path() -> str | None:
-    """The holder ELF as a file tmux can exec; None on other architectures, when
-    REPTYR_TMUX_HOLDER_PYTHON=1, or if no usable place exists."""
-    if machine() != "x86_64" or os.environ.get(FORCE_PYTHON_ENV) == "1":
+    """The holder ELF as a file tmux can exec; None on other architectures (than x86_64 and aarch64),
+    when REPTYR_TMUX_HOLDER_PYTHON=1, or if no usable place exists."""
+    if not native_allowed(FORCE_PYTHON_ENV):
         return None
     return cached_elf("holder", holder_elf())
 
@@ -440,7 +468,7 @@ def cached_elf(prefix: str, image: bytes) -> str | None:
 
 
 def holder_argv(pid: int) -> list[str] | None:
-    """The pane command that holds the pane for PID with no Python in the pane (x86_64): tmux
+    """The pane command that holds the pane for PID with no Python in the pane (x86_64, aarch64): tmux
     execs the cached ELF directly. None means: use the Python holder (``python -m
     reptyr_tmux.native.holder PID STARTTIME``) instead. The ELF does not check the start time, so the
     caller must re-check the target's start time once the holder is ready (comm in READY_COMMS)."""
@@ -537,10 +565,10 @@ def announce_ready() -> None:
 
 def exec_waiter() -> None:
     """Replace this process with the ELF waiter; returns only if that is impossible."""
-    if machine() not in WAITER_MACHINES or os.environ.get(FORCE_PYTHON_ENV) == "1":
+    if not native_allowed(FORCE_PYTHON_ENV):
         return
     try:
-        fd = _memfd_with(waiter_elf(machine()))
+        fd = _memfd_with(waiter_elf())
     except OSError:
         return
     _restore_python_ignored_signals()

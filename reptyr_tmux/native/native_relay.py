@@ -1,11 +1,12 @@
-"""The steal-mode relay as a hand-assembled x86_64 ELF: ``relay_argv(HOLDER_PID, FD)``.
+"""The steal-mode relay as a hand-assembled x86_64 or aarch64 ELF: ``relay_argv(HOLDER_PID, FD)``.
 
 Why: the relay is the first process of a steal-mode pane and lives as long as the stolen session,
 copying every byte the session prints. The Python relay (``python -m reptyr_tmux.native.relay``, see
 relay.py and ptyproxy.py) costs ~7 ms CPU per MiB relayed and keeps ~13 MB resident; the C reptyr's
 proxy costs ~5.5 ms/MiB and 1.8 MB. This ELF (no libc, one PT_LOAD segment, built with holder.py's
 assembler and cached like the holder ELF) does the same job in a few pages of memory and with
-one read and one write system call per chunk.
+one read and one write system call per chunk. On aarch64 it is the same program written as assembly,
+relay-aarch64.S beside this file (ppoll for poll; its bytes are RELAY_AARCH64_CODE below).
 
 What it does, as ``relay PID FD`` (exit 2: bad arguments; 1: cannot take the fd; 0: session over):
 
@@ -23,15 +24,15 @@ Unlike the Python relay it does not check the holder's start time: the caller ch
 the relay is ready (as with the holder ELF). Writes that would block on a non-blocking master (the
 stolen master shares its file description with the process it came from) wait in poll(POLLOUT).
 
-Fallback: ``relay_argv`` returns None on other architectures, when REPTYR_TMUX_RELAY_PYTHON=1 is set,
-or when no private cache directory lets us write and exec the ELF; callers then run the Python relay
+Fallback: ``relay_argv`` returns None on other architectures (than x86_64 and aarch64), when
+REPTYR_TMUX_RELAY_PYTHON=1 is set, or when no private cache directory lets us write and exec the ELF;
+callers then run the Python relay
 (``python -m reptyr_tmux.native.relay HOLDER_PID STARTTIME FD``), which behaves the same.
 """
 
 from __future__ import annotations
 
 import errno
-import os
 import signal
 import termios
 
@@ -44,14 +45,14 @@ from reptyr_tmux.native.holder import (
     SYS_POLL,
     SYS_PRCTL,
     _assemble,
-    _elf_with,
     _jump,
     _label,
     _le32,
     _rip_relative,
     cached_elf,
     exits,
-    machine,
+    native_allowed,
+    native_elf,
     parse_subroutine,
 )
 from reptyr_tmux.native.relay import RELAY_NAME
@@ -429,26 +430,51 @@ def relay_code() -> bytes:
     ])
 
 
-def relay_elf() -> bytes:
-    """The relay as a static ELF64 x86_64 executable: ``relay PID FD``."""
-    return _elf_with(relay_code())
+def relay_elf(for_machine: str | None = None) -> bytes:
+    """The relay as a static ELF64 executable for `for_machine` (None: ours): ``relay PID FD``."""
+    return native_elf(for_machine, relay_code, RELAY_AARCH64_CODE)
+
+
+# The aarch64 relay: relay-aarch64.S (beside this file) as assembled (test_holder.py checks they agree).
+RELAY_AARCH64_CODE = bytes.fromhex(
+    "e00340f91f0c00f1011c0054e10b40f9cf000094a01b00b4f40300aae10f40f9cb000094f50300aae00314aa010080d2"
+    "483680d2010000d4c01af8b7f70300aae10315aa020080d2c83680d2010000d4f40300aae00317aa280780d2010000d4"
+    "9419f8b7e00180d2a1190010e81480d2010000d4ff4340d1ff0302d1f303009177020291000080d221808ad262c20091"
+    "a80380d2010000d4f60300aae00300b5090080d26ac200914b6969b86a5201914b6929b8291100913f9100f141ffff54"
+    "6aae4a296cb64b2969bd80524a01290a290080526b01290a092680528c01290a090680528c01092a69099052ad01290a"
+    "6aae0a296cb60b292900805269ae01397faa0139000080d241808ad262520191a80380d2010000d40900a1d2691600f9"
+    "000080d261a20091020080d2030180d2e81080d2010000d40000809261a20091020180d20301a0d2480980d2010000d4"
+    "f50300aa72000094e00314aae1818ad262620091a80380d2010000d4000100b5601a80b91f0000f1ad000054e00300cb"
+    "810380d2281080d2010000d4290080527f0200b9690600b9740a00b9690e00b9751200b9691600b9e00313aa610080d2"
+    "020080d2030080d2040080d2280980d2010000d41f1000b100ffff54e005f8b7691e4079890000373f091d7261050054"
+    "10000014e00314aae10317aa2200a0d2e80780d2010000d41f1000b160fdff541f2c00b120fdff541f0000f1ed030054"
+    "e20300aa200080d2e10317aa23000094690e407909020034000080d2e10317aa2200a0d2e80780d2010000d41f1000b1"
+    "40fbff541f2c00b100fbff541f0000f1cd010054e20300aae00314aae10317aa12000094692e407909faff34e00315aa"
+    "e10317aa021080d2e80780d2010000d427000094c9ffff17d60000b5000080d241808ad262c20091a80380d2010000d4"
+    "000080d23c000014e90300aae00309aa080880d2010000d41f1000b180ffff541f2c00b1e00000541f0000f1edfdff54"
+    "2100008b420000eba1feff54c0035fd68a008052697a00b96a7e00b9ea0301aaeb0302aa60e20191210080d2020080d2"
+    "030080d2040080d2280980d2010000d4e1030aaae2030baae5ffff17000080d261828ad262820091a80380d2010000d4"
+    "c00000b5e00314aa81828ad262820091a80380d2010000d4c0035fd6000080d222004039a20100342214403842010034"
+    "42c000515f24007108010054430180d20008039be37b40b21f0003ebe9feff5402000014c0035fd6400080d202000014"
+    "200080d2c80b80d2010000d47265707479722d72656c617900"
+)
 
 
 # --- the cached file ------------------------------------------------------------------------------
 
 
 def relay_elf_path() -> str | None:
-    """The relay ELF as a file tmux can exec, beside the holder's; None on other architectures,
-    when REPTYR_TMUX_RELAY_PYTHON=1, or if no usable place exists."""
-    if machine() != "x86_64" or os.environ.get(FORCE_PYTHON_ENV) == "1":
+    """The relay ELF as a file tmux can exec, beside the holder's; None on other architectures (than
+    x86_64 and aarch64), when REPTYR_TMUX_RELAY_PYTHON=1, or if no usable place exists."""
+    if not native_allowed(FORCE_PYTHON_ENV):
         return None
     return cached_elf(ELF_PREFIX, relay_elf())
 
 
 def relay_argv(holder_pid: int, fd: int) -> list[str] | None:
     """The steal-mode pane command relaying HOLDER_PID's pty master FD with no Python in the pane
-    (x86_64). None means: use the Python relay (``python -m reptyr_tmux.native.relay HOLDER_PID STARTTIME
-    FD``) instead. The ELF does not check the start time, so the caller must re-check the holder's
+    (x86_64, aarch64). None means: use the Python relay (``python -m reptyr_tmux.native.relay HOLDER_PID
+    STARTTIME FD``) instead. The ELF does not check the start time, so the caller must re-check the holder's
     start time once the relay is ready (comm RELAY_NAME)."""
     path = relay_elf_path()
     return None if path is None else [path, str(holder_pid), str(fd)]
