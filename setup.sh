@@ -9,7 +9,7 @@ job=${1:-demo}
 packages=(tmux python3 python3-venv procps)
 if [ "$job" = test ]; then
   packages+=(gcc gcc-multilib libc6-dev-i386 screen bash dash zsh fish less vim ncurses-bin util-linux
-             passwd login openssh-server openssh-client fzf)
+             passwd login openssh-server openssh-client fzf binutils-aarch64-linux-gnu)
 fi
 export DEBIAN_FRONTEND=noninteractive
 if [ "$job" = test ] && ! dpkg-query -W -f '${Status}' openssh-server 2>/dev/null | grep -q 'ok installed'; then

@@ -183,7 +183,7 @@ def _holds_master(comm: str, index: int) -> bool:
 
 
 def rss_kb(pid: int) -> int:
-    return int(proc.read_status(pid)["VmRSS"].split()[0])
+    return proc.resident_kb(pid)
 
 
 def lingering_memory() -> tuple[int, int]:

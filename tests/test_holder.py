@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import wait_for as wait_until
 
+from reptyr_tmux import proc
 from reptyr_tmux.native import holder, native_relay
 
 REPO = Path(__file__).resolve().parent.parent
@@ -237,8 +238,8 @@ def test_elf_holder_holds_the_pty_cheaply_until_the_target_dies(pane: Pane) -> N
     pid = pane.holder_pid
     wait_for_waiter(pane)
 
-    rss_kb = int(status_field(pid, "VmRSS").split()[0])
-    print(f"holder VmRSS: {rss_kb} kB")
+    rss_kb = proc.resident_kb(pid)
+    print(f"holder Rss: {rss_kb} kB (VmRSS {status_field(pid, 'VmRSS')})")
     assert rss_kb < 1700
 
     assert released_tty(pid), f"tty_nr is {stat_field(pid, 7)}: TIOCNOTTY did not happen"
@@ -347,6 +348,11 @@ def start_elf_pane() -> tuple[Pane, float]:
     return pane, time.monotonic() - started
 
 
+# How soon the ELF holder is ready after fork. aarch64 is tested under emulation (.ci/arm64.sh: qemu's TCG,
+# ~10x slower; 173 ms seen with a second guest running beside it on 2 cores).
+READY_WITHIN_S = {"x86_64": 0.050, "aarch64": 0.500}
+
+
 @pytest.fixture
 def elf_pane(elf_cache: Path) -> Iterator[tuple[Pane, float]]:
     pane, ready_s = start_elf_pane()
@@ -373,7 +379,7 @@ def test_elf_holder_is_ready_fast_and_holds_the_pty_cheaply(elf_pane: tuple[Pane
     pane, ready_s = elf_pane
     pid = pane.holder_pid
     print(f"ELF holder ready {ready_s * 1000:.2f} ms after fork")
-    assert ready_s < 0.050
+    assert ready_s < READY_WITHIN_S.get(os.uname().machine, 0.050)
     assert comm(pid) == "reptyr-holder"
 
     assert released_tty(pid), f"tty_nr is {stat_field(pid, 7)}: TIOCNOTTY did not happen"
@@ -382,8 +388,8 @@ def test_elf_holder_is_ready_fast_and_holds_the_pty_cheaply(elf_pane: tuple[Pane
         assert os.readlink(f"/proc/{pid}/fd/{fd}") == pane.slave_path
     fds = {fd: os.readlink(f"/proc/{pid}/fd/{fd}") for fd in map(int, os.listdir(f"/proc/{pid}/fd"))}
     assert sum("pidfd" in link for link in fds.values()) == 1, fds
-    rss_kb = int(status_field(pid, "VmRSS").split()[0])
-    print(f"ELF holder VmRSS: {rss_kb} kB")
+    rss_kb = proc.resident_kb(pid)
+    print(f"ELF holder Rss: {rss_kb} kB (VmRSS {status_field(pid, 'VmRSS')})")
     assert rss_kb < 200
     assert pane.pty_output() == b"", "the holder must print nothing"
 

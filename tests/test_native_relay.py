@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import wait_for as wait_until
 
+from reptyr_tmux import proc
 from reptyr_tmux.native import native_relay
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,13 +76,6 @@ def comm(pid: int) -> str:
 def cpu_ns(pid: int) -> int:
     """Time on a CPU so far, in nanoseconds (schedstat; /proc/PID/stat only counts 10 ms ticks)."""
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise KeyError("VmRSS")
 
 
 def set_size(fd: int, rows: int, cols: int) -> None:
@@ -313,8 +307,8 @@ def test_relays_both_ways_follows_the_size_idles_and_exits_with_the_session(
         pane.write(b"y" * 3000 + b"\r")  # a long line, in one read
         pane.expect("got: " + "y" * 3000)
 
-        kb = rss_kb(pid)
-        print(f"native relay VmRSS: {kb} kB")
+        kb = proc.resident_kb(pid)
+        print(f"native relay Rss: {kb} kB (VmRSS {proc.read_status(pid)['VmRSS']})")
         assert kb < 300
 
         pane.drain(0.2)
@@ -388,7 +382,7 @@ def test_missing_process_or_fd_exits_1(elf_cache: Path, holder: Holder) -> None:
 
 
 def relay_cost(argv_for: str) -> tuple[float, int]:
-    """CPU ms per MiB for relaying BLAST_MIB MiB, and VmRSS (kB) afterwards."""
+    """CPU ms per MiB for relaying BLAST_MIB MiB, and the resident set (kB) afterwards."""
     holder = Holder([sys.executable, "-c", BLAST])
     try:
         argv = native_argv(holder) if argv_for == "native" else python_argv(holder)
@@ -403,7 +397,7 @@ def relay_cost(argv_for: str) -> tuple[float, int]:
                 assert time.monotonic() < deadline, "the blast never finished"
                 tail = (tail + pane.read(5.0))[-32:]
             spent = cpu_ns(pane.pid) - before
-            return spent / 1e6 / BLAST_MIB, rss_kb(pane.pid)
+            return spent / 1e6 / BLAST_MIB, proc.resident_kb(pane.pid)
         finally:
             pane.close()
     finally:
@@ -416,5 +410,5 @@ def test_throughput_native_vs_python(elf_cache: Path) -> None:
     (native_ms, native_kb), (python_ms, python_kb) = (sorted(runs[kind])[1] for kind in ("native", "python"))
     print(f"\nCPU ms/MiB, 3 runs each: native {[round(ms, 2) for ms, _ in runs['native']]}, "
           f"python {[round(ms, 2) for ms, _ in runs['python']]}")
-    print(f"relaying {BLAST_MIB} MiB (median): native {native_ms:.2f} ms CPU/MiB, VmRSS {native_kb} kB; "
-          f"python {python_ms:.2f} ms CPU/MiB, VmRSS {python_kb} kB")
+    print(f"relaying {BLAST_MIB} MiB (median): native {native_ms:.2f} ms CPU/MiB, Rss {native_kb} kB; "
+          f"python {python_ms:.2f} ms CPU/MiB, Rss {python_kb} kB")
