@@ -115,10 +115,13 @@ def waiting_picker(seat) -> int:
     return int(found[0])
 
 
-def adopt_commands() -> set[int]:
-    """Processes running `reptyr-tmux adopt` (a Python started for one adoption)."""
+def adopt_commands(uid: int) -> set[int]:
+    """The user's processes running `reptyr-tmux adopt` (a Python started for one adoption); other
+    tests on this machine run theirs."""
     found = set()
     for pid in proc.all_pids():
+        if owner_of(pid) != uid:
+            continue
         argv = proc.cmdline(pid)
         if "adopt" in argv and any("reptyr_tmux" in arg for arg in argv):
             found.add(pid)
@@ -133,7 +136,7 @@ def choose_and_watch(seat, client, victim, picker: int) -> tuple[set[int], bool]
     started_anew = set()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        started_anew |= adopt_commands()
+        started_anew |= adopt_commands(seat.uid)
         if proc.read_stat(victim.pid).tty_nr != old_tty:
             return started_anew, os.path.exists(f"/proc/{picker}")
         time.sleep(0.001)
