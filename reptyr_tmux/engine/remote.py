@@ -206,6 +206,8 @@ class RemoteProcess:
     def _restarts_its_call(self) -> bool:
         """Seized in a call the kernel restarts when it is let go (-ERESTART*: ppoll, sigsuspend...)."""
         regs, arch = self.saved, self.arch
+        if arch.rewinds_before_stop:  # wound back already: at its syscall instruction, x0 its first argument
+            return getattr(regs, arch.ip_reg) == self.insn_addr
         return (arch.orig_nr_reg is not None and arch.signed(getattr(regs, arch.orig_nr_reg)) >= 0
                 and -arch.signed(getattr(regs, arch.ret_reg)) in RESTARTED_CALLS)
 
