@@ -149,7 +149,11 @@ def test_a_stop_sent_to_the_tool_while_it_holds_the_target_waits_until_it_let_go
     env = dict(os.environ, REPTYR_TMUX_FAULT="infect:SIGTSTP")
     tool = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE)
     try:
-        wait_for(lambda: proc.read_stat(tool.pid).state == "T", 10, "the tool to stop")
+        wait_for(lambda: tool.poll() is not None or proc.read_stat(tool.pid).state == "T", 10,
+                 "the tool to stop")
+        # (The kernel drops a ^Z to an orphaned process group: pytest itself must not lead its session.)
+        assert tool.returncode is None, (f"the tool never stopped, it exited {tool.returncode}: "
+                                         f"{tool.stdout.read()!r}")
         assert moved_and_let_go(victim.pid, term.slave_path)
         os.kill(tool.pid, signal.SIGCONT)
         assert tool.stdout.readline() == b"done\n"
