@@ -306,12 +306,15 @@ def signal_held_off(pid: int) -> None:
 
 
 def call_ended_as_if_alone(term: Terminal, call: str) -> None:
-    """The call waited its whole time, returned what it would have, and only then was SIGUSR1 handled."""
+    """The call waited its whole time, returned what it would have, and only as it returned was SIGUSR1
+    handled."""
     said = term.expect("SIGUSR1 handled at", timeout=MASKED_WAIT_S + 3) + term.expect(" ms")
     ended = re.search(r"returned (.*) after (\d+) ms; \s*(\d+)$", said)
     assert ended, said
     result, after_ms, handled_ms = ended.group(1), int(ended.group(2)), int(ended.group(3))
-    assert result == NATURAL_END[call] and MASKED_WAIT_S * 1000 <= after_ms <= handled_ms, said
+    # The handler runs as the call returns, before the program reads the clock again: handled <= after
+    # (the same ms on a fast machine, one or two under emulation).
+    assert result == NATURAL_END[call] and MASKED_WAIT_S * 1000 <= handled_ms <= after_ms, said
 
 
 @pytest.mark.parametrize("fault", [None, "infect"])
