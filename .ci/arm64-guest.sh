@@ -16,4 +16,8 @@ install=(.venv/bin/python -m pip install -q --no-index --no-compile --find-links
 .venv/bin/python -m compileall -q reptyr_tmux
 echo "installed in $(( $(date +%s) - started )) s"
 mapfile -t tests <.arm64-tests
-exec .venv/bin/python -m pytest -q -p no:cacheprovider --color=no -rfEs "${tests[@]}"
+# pytest in a process group of its own, below this shell, in this session: the session's leader itself
+# (exec'd here, its parent init), its group would be orphaned, and the kernel drops a ^Z sent to an
+# orphaned group, which a test sends one of our tools.
+.venv/bin/python -c 'import os, sys; os.setpgid(0, 0); os.execv(sys.argv[1], sys.argv[1:])' \
+  .venv/bin/python -m pytest -q -p no:cacheprovider --color=no -rfEs "${tests[@]}"
