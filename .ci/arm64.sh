@@ -2,7 +2,8 @@
 # The tests on arm64: an emulated aarch64 Debian 12 machine (qemu-system-aarch64, TCG, no network) boots
 # with the committed checkout on a second disk and runs pytest there. Run as root.
 #   .ci/arm64.sh                     the engine tests (tests/test_attach.py tests/test_faults.py)
-#   .ci/arm64.sh tests               the whole suite (any pytest arguments, paths relative to the repo)
+#   .ci/arm64.sh tests               the whole suite (any pytest arguments, paths relative to the repo;
+#                                    the whole suite needs ARM64_LIMIT=90m: ~61 min of pytest)
 # The image (~30 min to build under emulation) is made once per machine and package list and cached
 # under /var/cache/reptyr-tmux-ci/arm64-*; every run boots it with -snapshot, so it stays pristine.
 # The guest has no network: the Python packages it needs are built as wheels here and put on its disk.
