@@ -269,6 +269,19 @@ def parse_subroutine() -> list:
     ]
 
 
+def pidfd_open(pid_to_edi: bytes, jump_if_failed: tuple[str, bytes, str, int]) -> list:
+    """x86_64: pidfd_open(pid, 0) -> eax. `pid_to_edi` puts the pid in edi; `jump_if_failed` is the
+    js taken on an error (-ESRCH: no such process), short or near as the distance needs."""
+    return [
+        pid_to_edi,
+        b"\x31\xf6",                              # xor    esi, esi        ; arg2: flags = 0
+        b"\xb8" + _le32(SYS_PIDFD_OPEN),          # mov    eax, 434        ; SYS_pidfd_open
+        b"\x0f\x05",                              # syscall
+        b"\x85\xc0",                              # test   eax, eax
+        jump_if_failed,
+    ]
+
+
 def _holder_code() -> bytes:
     """x86_64 code for ``holder PID``: parse PID, ignore SIGHUP, TIOCNOTTY, pidfd_open(PID),
     rename to "reptyr-holder" (the ready sign), then poll the pidfd until the target exits."""
@@ -305,12 +318,8 @@ def _holder_code() -> bytes:
         b"\xb8" + _le32(SYS_IOCTL),               # mov    eax, 16         ; SYS_ioctl, result ignored
         b"\x0f\x05",                              # syscall
         # 4. pidfd_open(pid, 0)
-        b"\x89\xdf",                              # mov    edi, ebx        ; arg1: pid
-        b"\x31\xf6",                              # xor    esi, esi        ; arg2: flags = 0
-        b"\xb8" + _le32(SYS_PIDFD_OPEN),          # mov    eax, 434        ; SYS_pidfd_open
-        b"\x0f\x05",                              # syscall
-        b"\x85\xc0",                              # test   eax, eax
-        _jump(b"\x78", "fail"),                    # js     fail            ; -ESRCH: no such process
+        *pidfd_open(b"\x89\xdf",                  # mov    edi, ebx        ; arg1: pid
+                    _jump(b"\x78", "fail")),        # js     fail            ; -ESRCH: no such process
         b"\x50",                                  # push   rax             ; struct pollfd {fd=pidfd,
         b"\x66\xc7\x44\x24\x04" + struct.pack("<H", POLLIN),  # mov word [rsp+4], 1 ; events=POLLIN}
         # 5. prctl(PR_SET_NAME, "reptyr-holder"): adopt waits for this name

@@ -41,7 +41,6 @@ from reptyr_tmux.native.holder import (
     POLLIN,
     PR_SET_NAME,
     SYS_IOCTL,
-    SYS_PIDFD_OPEN,
     SYS_POLL,
     SYS_PRCTL,
     _assemble,
@@ -54,6 +53,7 @@ from reptyr_tmux.native.holder import (
     native_allowed,
     native_elf,
     parse_subroutine,
+    pidfd_open,
 )
 from reptyr_tmux.native.relay import RELAY_NAME
 
@@ -139,12 +139,8 @@ def _arguments() -> list:
 def _take_master() -> list:
     """2. pidfd_open(pid, 0), pidfd_getfd(pidfd, fd, 0) -> r12, close(pidfd)."""
     return [
-        b"\x44\x89\xe7",                          # mov    edi, r12d       ; arg1: pid
-        b"\x31\xf6",                              # xor    esi, esi        ; arg2: flags = 0
-        b"\xb8" + _le32(SYS_PIDFD_OPEN),          # mov    eax, 434        ; SYS_pidfd_open
-        b"\x0f\x05",                              # syscall
-        b"\x85\xc0",                              # test   eax, eax
-        _jump32(b"\x0f\x88", "fail"),             # js     fail            ; -ESRCH: no such process
+        *pidfd_open(b"\x44\x89\xe7",              # mov    edi, r12d       ; arg1: pid
+                    _jump32(b"\x0f\x88", "fail")),  # js     fail            ; -ESRCH: no such process
         b"\x49\x89\xc7",                          # mov    r15, rax        ; the pidfd, to close
         b"\x89\xc7",                              # mov    edi, eax        ; arg1: pidfd
         b"\x44\x89\xee",                          # mov    esi, r13d       ; arg2: the fd in that process
@@ -276,6 +272,18 @@ def _read_into_buffer(fd_to_edi: bytes, size: int) -> list:
     ]
 
 
+def _copy(read_fd_to_edi: bytes, write_fd_to_edi: bytes) -> list:
+    """One chunk from one fd to the other: read() it into the buffer, then write_all() what came."""
+    return [
+        *_read_into_buffer(read_fd_to_edi, CHUNK),
+        *_retry_or_finish(),
+        write_fd_to_edi,                          #                        ; arg1: where it goes
+        b"\x4c\x89\xfe",                          # mov    rsi, r15        ; arg2: the buffer
+        b"\x48\x89\xc2",                          # mov    rdx, rax        ; arg3: what we read
+        _jump32(b"\xe8", "write_all"),            # call   write_all
+    ]
+
+
 def _retry_or_finish() -> list:
     """After a read: interrupted or would block -> poll again; 0 (EOF) or an error -> finish."""
     return [
@@ -310,22 +318,14 @@ def _relay_loop() -> list:
         _jump32(b"\x0f\x85", "finish"),           # jne    finish          ; hung up, nothing to read
         _jump(b"\xeb", "from_pane"),               # jmp    from_pane
         _label("from_master"),
-        *_read_into_buffer(b"\x44\x89\xe7", CHUNK),  # mov edi, r12d ; the master
-        *_retry_or_finish(),
-        b"\xbf" + _le32(1),                       # mov    edi, 1          ; arg1: fd 1, the pane
-        b"\x4c\x89\xfe",                          # mov    rsi, r15        ; arg2: the buffer
-        b"\x48\x89\xc2",                          # mov    rdx, rax        ; arg3: what we read
-        _jump32(b"\xe8", "write_all"),            # call   write_all
+        *_copy(b"\x44\x89\xe7",                   # mov    edi, r12d       ; from the master
+               b"\xbf" + _le32(1)),                 # mov    edi, 1          ; to fd 1, the pane
         # fd 0: what the user types in the pane (any revents: POLLHUP, POLLNVAL make read end it)
         _label("from_pane"),
         b"\x66\x83\x7b" + _b(POLLFDS + 6) + b"\x00",  # cmp  word [rbx+6], 0 ; fds[0].revents
         _jump(b"\x74", "signals"),                 # je     signals
-        *_read_into_buffer(b"\x31\xff", CHUNK),  # xor edi, edi ; fd 0
-        *_retry_or_finish(),
-        b"\x44\x89\xe7",                          # mov    edi, r12d       ; arg1: the master
-        b"\x4c\x89\xfe",                          # mov    rsi, r15        ; arg2: the buffer
-        b"\x48\x89\xc2",                          # mov    rdx, rax        ; arg3: what we read
-        _jump32(b"\xe8", "write_all"),            # call   write_all
+        *_copy(b"\x31\xff",                        # xor    edi, edi        ; from fd 0
+               b"\x44\x89\xe7"),                  # mov    edi, r12d       ; to the master
         # the signalfd: the pane was resized
         _label("signals"),
         b"\x66\x83\x7b" + _b(POLLFDS + 22) + b"\x00",  # cmp word [rbx+22], 0 ; fds[2].revents
