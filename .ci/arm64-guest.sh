@@ -15,6 +15,9 @@ install=(.venv/bin/python -m pip install -q --no-index --no-compile --find-links
 "${install[@]}" --no-build-isolation -e '.[test]'
 .venv/bin/python -m compileall -q reptyr_tmux
 echo "installed in $(( $(date +%s) - started )) s"
+# The guest's stand-in for the network: every pip the tests start (the plugin's own build among them)
+# finds its packages in the wheels the host put here, as a machine with the network finds them on PyPI.
+export PIP_NO_INDEX=1 PIP_FIND_LINKS=$PWD/.arm64-wheels
 mapfile -t tests <.arm64-tests
 # pytest in a process group of its own, below this shell, in this session: the session's leader itself
 # (exec'd here, its parent init), its group would be orphaned, and the kernel drops a ^Z sent to an

@@ -381,6 +381,7 @@ def test_numbered_window_adopts_the_number_typed(seat):
     row = next(line for line in seat.screen().splitlines() if f" {victim.pid} " in line)
     client.write(row.split()[0].encode() + b"\r")
     windows = lambda: seat.tmux("list-windows", "-t", "main", "-F", "#{window_name}").split()  # noqa: E731
-    wait_for(lambda: len(windows()) == 2 and "adopt" not in windows(), what="the list closed, the new window")
+    # The choice starts a Python of its own (the adopt command), seconds under emulation (arm64 CI).
+    wait_for(lambda: len(windows()) == 2 and "adopt" not in windows(), 30, "the list closed, the new window")
     client.write(b"picked\r")
     wait_for(lambda: "got: picked" in seat.tmux("capture-pane", "-p", "-t", "main"), what="the answer")
