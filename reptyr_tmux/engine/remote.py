@@ -448,21 +448,42 @@ def _wait_stopped(pid: int, deadline: float | None = None) -> int:
     or ANSWER_WITHIN_S once a signal to us asks us to stop, it is halted where it is (so the undos
     find it stopped) and an error is raised."""
     started = time.monotonic()
-    deadline, naps = deadline or started + STOP_WITHIN_S, 0
-    while True:
-        waited, status = os.waitpid(pid, WALL | os.WNOHANG)
-        if waited:
-            break
-        now = time.monotonic()
-        if now > deadline or (naps > 50 and now > started + ANSWER_WITHIN_S and _asked_to_stop()):
-            _halt(pid)
-            raise DidNotStop(f"process {pid} did not stop for us within {now - started:.1f} s (it may be "
-                              "blocked in the kernel)")
-        naps += 1
-        time.sleep(0 if naps < 50 else 0.0002)
-    if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+    deadline = deadline or started + STOP_WITHIN_S
+    with _child_events_held():
+        while not (stop := _collect(pid)):
+            now = time.monotonic()
+            if now > deadline or (now > started + ANSWER_WITHIN_S and _asked_to_stop()):
+                _halt(pid)
+                raise DidNotStop(f"process {pid} did not stop for us within {now - started:.1f} s (it may "
+                                 "be blocked in the kernel)")
+            _await_child_event(min(deadline, now + ANSWER_WITHIN_S / 5) - now)
+    if os.WIFEXITED(stop[1]) or os.WIFSIGNALED(stop[1]):
         raise TargetGone(f"process {pid} exited while we were working on it")
-    return status
+    return stop[1]
+
+
+def _collect(pid: int) -> tuple[int, int] | None:
+    """The stop (or death) of `pid` the kernel has for us now, if any, as waitpid gives it."""
+    waited, status = os.waitpid(pid, WALL | os.WNOHANG)
+    return (waited, status) if waited else None
+
+
+@contextmanager
+def _child_events_held() -> Iterator[None]:
+    """The kernel tells a tracer of each stop of its tracees with a SIGCHLD (ignored by default, so
+    lost): held blocked, it stays pending for _await_child_event to take. Only around a wait, so no
+    program we start inherits it blocked."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _await_child_event(timeout: float) -> None:
+    """Sleep until a child of ours changes state (a SIGCHLD), or `timeout` seconds: the bound on how
+    late we see a deadline, or a signal to us, pass."""
+    signal.sigtimedwait({signal.SIGCHLD}, max(timeout, 0.0))
 
 
 class DidNotStop(ReptyrError):
@@ -498,11 +519,9 @@ def _halt(pid: int) -> None:
     with suppress(pt.PtraceError):
         pt.ptrace(PTRACE_INTERRUPT, pid)
     deadline = time.monotonic() + ANSWER_WITHIN_S
-    while time.monotonic() < deadline:
-        with suppress(ChildProcessError):
-            if os.waitpid(pid, WALL | os.WNOHANG)[0]:
-                return
-        time.sleep(0.001)
+    with _child_events_held(), suppress(ChildProcessError):
+        while not _collect(pid) and (left := deadline - time.monotonic()) > 0:
+            _await_child_event(left)
 
 
 def _run_to_interrupt_stop(pid: int, deliver: bool, note=None) -> None:
