@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import Client, Tmux, wait_for
+from conftest import Client, Tmux, blocked_reading_fd, wait_for
 from realssh import ChildTerminal, as_user, spawn_on_pty, user_tmux
 from test_faults import snapshot
 from users import user_env
@@ -99,6 +99,30 @@ def test_a_session_with_a_setuid_member_is_refused_untouched(sshd, ordinary_user
         assert "not entirely yours" in result.stderr and "--mode attach" in result.stderr
         assert tmux.windows() == ["0"]  # no pane was left behind
     assert {pid: snapshot(pid) for pid in before} == before
+
+
+def test_a_setuid_program_picked_itself_is_refused_untouched(sshd, ordinary_user, user_install):
+    """passwd at its prompt, picked itself by its user (moved alone or with its session): ptrace would
+    be denied, so it is refused before anything is tried, in one sentence, and it keeps its prompt on
+    the old terminal: the password typed there still reaches it."""
+    login = sshd.login(ordinary_user)
+    login.run("passwd")
+    login.expect("assword")
+    target = next(pid for pid in login.session() if proc.read_stat(pid).comm == "passwd")
+    # (its prompt is out before it blocks ^Z and reads: the state to keep is the one it waits in)
+    wait_for(lambda: blocked_reading_fd(target, 0), what="passwd to read the password")
+    before = snapshot(target)
+    with user_tmux(ordinary_user) as tmux:
+        for mode in ("attach", "session", "auto"):
+            result = as_user(ordinary_user, [*user_install, "adopt", "-L", tmux.socket, "-t", "main",
+                                             "--mode", mode, str(target)])
+            assert result.returncode == 2, (mode, result.stderr)
+            assert "setuid" in result.stderr and "as root" in result.stderr, (mode, result.stderr)
+            assert len(result.stderr.strip().splitlines()) == 1, (mode, result.stderr)
+        assert tmux.windows() == ["0"]  # no pane was left behind
+    assert snapshot(target) == before and proc.read_status(target)["TracerPid"] == "0"
+    login.run("not-the-password")
+    login.expect("passwd:", timeout=15)  # passwd read it (and refused it) on its own terminal
 
 
 def text_file(user) -> str:
