@@ -443,3 +443,22 @@ def test_waiting_for_a_stop_sleeps_until_the_kernel_tells_us(spawn, vfork_parent
     # Measured in a 1.5 s wait: 2 ms; polling every 0.2 ms (as before) took 0.11 s.
     assert float(cpu) < 0.05, f"{cpu} s of CPU in a {took} s wait"
     assert proc.read_status(victim.pid)["TracerPid"] == "0"
+
+
+
+def test_an_ignored_sigchld_we_inherit_still_wakes_our_waits():
+    """SIGCHLD ignored by whoever started us (SIG_IGN survives exec) is one the kernel never sends, not
+    even to a tracer for its tracee's stops: a wait sets the default for its time, so a child's change
+    wakes it (here a child's exit, 50 ms in; ignored, the wait would run out its 2 s), and the ignored
+    disposition is ours again afterwards."""
+    from reptyr_tmux.engine import remote
+
+    inherited = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        with remote._child_events_held():
+            child = subprocess.Popen(["sleep", "0.05"])
+            assert remote._await_child_event(2.0)
+        assert signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN
+        child.wait(timeout=5)
+    finally:
+        signal.signal(signal.SIGCHLD, inherited)

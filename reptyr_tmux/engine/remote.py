@@ -472,18 +472,24 @@ def _collect(pid: int) -> tuple[int, int] | None:
 def _child_events_held() -> Iterator[None]:
     """The kernel tells a tracer of each stop of its tracees with a SIGCHLD (ignored by default, so
     lost): held blocked, it stays pending for _await_child_event to take. Only around a wait, so no
-    program we start inherits it blocked."""
+    program we start inherits it blocked. An ignored SIGCHLD (SIG_IGN, inherited through exec) the kernel
+    would not send at all: it is set to the default for the wait."""
+    ignored = signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        if ignored:
+            signal.signal(signal.SIGCHLD, signal.SIG_IGN)
 
 
-def _await_child_event(timeout: float) -> None:
-    """Sleep until a child of ours changes state (a SIGCHLD), or `timeout` seconds: the bound on how
-    late we see a deadline, or a signal to us, pass."""
-    signal.sigtimedwait({signal.SIGCHLD}, max(timeout, 0.0))
+def _await_child_event(timeout: float) -> bool:
+    """Sleep until a child of ours changes state (a SIGCHLD: True), or `timeout` seconds: the bound on
+    how late we see a deadline, or a signal to us, pass."""
+    return signal.sigtimedwait({signal.SIGCHLD}, max(timeout, 0.0)) is not None
 
 
 class DidNotStop(ReptyrError):
