@@ -8,6 +8,8 @@ cd "$(dirname "$0")"
 job=${1:-demo}
 packages=(tmux python3 python3-venv procps)
 if [ "$job" = test ]; then
+  # gcc brings binutils (gcc-12 depends on it): the x86_64 as and objcopy that tests/test_holder.py
+  # assembles reptyr_tmux/native/*-x86_64.S with; binutils-aarch64-linux-gnu does the *-aarch64.S.
   packages+=(gcc gcc-multilib libc6-dev-i386 screen bash dash zsh fish less vim ncurses-bin util-linux
              passwd login openssh-server openssh-client fzf binutils-aarch64-linux-gnu)
 fi

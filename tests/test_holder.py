@@ -190,47 +190,67 @@ def test_waiter_elf_is_one_static_load_segment(machine: str) -> None:
     assert len(image) < 512
 
 
-def aarch64_assembler() -> list[str] | None:
-    """An assembler and objcopy for aarch64: the cross binutils, or the native ones on arm64."""
-    for prefix in ("aarch64-linux-gnu-", "") if os.uname().machine == "aarch64" else ("aarch64-linux-gnu-",):
+def assembler_for(machine: str) -> list[str] | None:
+    """An assembler and objcopy for `machine`: the cross binutils (MACHINE-linux-gnu-as), or on that
+    machine the plain ones."""
+    cross = f"{machine}-linux-gnu-"
+    for prefix in (cross, "") if os.uname().machine == machine else (cross,):
         if shutil.which(prefix + "as") and shutil.which(prefix + "objcopy"):
             return [prefix + "as", prefix + "objcopy"]
     return None
 
 
 NATIVE_DIR = REPO / "reptyr_tmux" / "native"
-AARCH64_SOURCES = {  # each aarch64 program's source, and the bytes we carry for it
-    "waiter-aarch64.S": holder.WAITER_AARCH64_CODE,
-    "holder-aarch64.S": holder.HOLDER_AARCH64_CODE,
-    "relay-aarch64.S": native_relay.RELAY_AARCH64_CODE,
+AS_FLAGS = {"x86_64": ["--64"], "aarch64": []}
+BINUTILS = {"x86_64": "binutils (or binutils-x86-64-linux-gnu)", "aarch64": "binutils-aarch64-linux-gnu"}
+NATIVE_SOURCES = {  # each native program's source: its machine, and the bytes we carry for it
+    "waiter-x86_64.S": ("x86_64", holder.WAITER_X86_64_CODE),
+    "holder-x86_64.S": ("x86_64", holder.HOLDER_X86_64_CODE),
+    "relay-x86_64.S": ("x86_64", native_relay.RELAY_X86_64_CODE),
+    "waiter-aarch64.S": ("aarch64", holder.WAITER_AARCH64_CODE),
+    "holder-aarch64.S": ("aarch64", holder.HOLDER_AARCH64_CODE),
+    "relay-aarch64.S": ("aarch64", native_relay.RELAY_AARCH64_CODE),
 }
 
 
-def assemble_aarch64(source: Path, tmp_path: Path) -> bytes:
+def needs_assembler(machine: str, *values: str) -> object:
+    """pytest.param(*values), skipped (with the package to install) where no assembler for `machine` is."""
+    return pytest.param(*values, marks=pytest.mark.skipif(
+        assembler_for(machine) is None, reason=f"needs {BINUTILS[machine]} to assemble {machine} code"))
+
+
+def assemble(machine: str, source: Path, tmp_path: Path) -> bytes:
     """The code (.text) that `source` assembles to, with its folder on the include path."""
-    assembler, objcopy = aarch64_assembler()
+    assembler, objcopy = assembler_for(machine)
     obj, code = tmp_path / "code.o", tmp_path / "code.bin"
-    subprocess.run([assembler, "-I", str(source.parent), "-o", str(obj), str(source)], check=True)
+    subprocess.run([assembler, *AS_FLAGS[machine], "-I", str(source.parent), "-o", str(obj), str(source)],
+                   check=True)
     subprocess.run([objcopy, "-O", "binary", "-j", ".text", str(obj), str(code)], check=True)
     return code.read_bytes()
 
 
-@pytest.mark.skipif(aarch64_assembler() is None, reason="needs binutils-aarch64-linux-gnu (or arm64)")
-@pytest.mark.parametrize("source", sorted(AARCH64_SOURCES))
-def test_aarch64_code_is_its_source_assembled(source: str, tmp_path: Path) -> None:
-    assert assemble_aarch64(NATIVE_DIR / source, tmp_path) == AARCH64_SOURCES[source]
+@pytest.mark.parametrize("source", [needs_assembler(machine, source)
+                                    for source, (machine, _) in sorted(NATIVE_SOURCES.items())])
+def test_native_code_is_its_source_assembled(source: str, tmp_path: Path) -> None:
+    machine, carried = NATIVE_SOURCES[source]
+    assert assemble(machine, NATIVE_DIR / source, tmp_path) == carried
 
 
-@pytest.mark.skipif(aarch64_assembler() is None, reason="needs binutils-aarch64-linux-gnu (or arm64)")
-def test_aarch64_agreement_sees_a_changed_instruction(tmp_path: Path) -> None:
-    """The check above compares every byte: one immediate changed in a copy of the source shows."""
-    changed = tmp_path / "holder-aarch64.S"
-    text = (NATIVE_DIR / "holder-aarch64.S").read_text()
-    assert text.count("#0x5422") == 1
-    changed.write_text(text.replace("#0x5422", "#0x5423"))  # TIOCNOTTY -> another ioctl
-    shutil.copy(NATIVE_DIR / "common-aarch64.inc", tmp_path)
-    code = assemble_aarch64(changed, tmp_path)
-    assert len(code) == len(holder.HOLDER_AARCH64_CODE) and code != holder.HOLDER_AARCH64_CODE
+@pytest.mark.parametrize(("machine", "line", "changed_line"), [
+    needs_assembler("x86_64", "x86_64", ".equ    TIOCNOTTY, 0x5422", ".equ    TIOCNOTTY, 0x5423"),
+    needs_assembler("aarch64", "aarch64", "mov     x1, #0x5422", "mov     x1, #0x5423"),
+])
+def test_agreement_sees_a_changed_instruction(machine: str, line: str, changed_line: str,
+                                              tmp_path: Path) -> None:
+    """The check above compares every byte: one immediate changed in a copy of a source shows."""
+    source = f"holder-{machine}.S"
+    text = (NATIVE_DIR / source).read_text()
+    assert text.count(line) == 1
+    (tmp_path / source).write_text(text.replace(line, changed_line))  # TIOCNOTTY -> another ioctl
+    shutil.copy(NATIVE_DIR / f"common-{machine}.inc", tmp_path)
+    code, carried = assemble(machine, tmp_path / source, tmp_path), NATIVE_SOURCES[source][1]
+    assert len(code) == len(carried) and code != carried
+    assert sum(a != b for a, b in zip(code, carried)) == 1  # the one byte the immediate's low bits are in
 
 
 @pytest.mark.skipif(os.uname().machine not in holder.NATIVE_MACHINES, reason="no ELF waiter for this machine")

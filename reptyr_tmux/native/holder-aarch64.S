@@ -1,4 +1,4 @@
-// The pane holder for aarch64, ``holder PID`` (the x86_64 one is hand-assembled in holder.py, _holder_code):
+// The pane holder for aarch64, ``holder PID`` (the x86_64 one is holder-x86_64.S, the same steps):
 // tmux runs it directly as a pane's first process. It ignores SIGHUP, gives up its controlling tty
 // (TIOCNOTTY on fd 0, the pane's pty), opens a pidfd for PID, renames itself "reptyr-holder" (the ready
 // sign adopt waits for) and waits until the pidfd reports POLLIN (PID exited), retrying when a signal

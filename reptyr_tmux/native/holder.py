@@ -16,12 +16,15 @@ tmux starts this as the pane's process, session leader of the new pty. It
 
 Why an ELF: the holder lives as long as the adopted process, possibly for weeks, and a
 Python interpreter idling in poll() keeps ~10 MB resident. So after setup the holder
-execs a hand-assembled static x86_64 executable of 166 bytes (one PT_LOAD segment,
-no libc) from a memfd, which does nothing but ``poll({fd=3, POLLIN}, 1, -1)`` on the
-pidfd (moved to fd 3) and ``exit_group(0)``. Its resident set is a handful of pages.
+execs a static executable (one PT_LOAD segment, no libc; 166 bytes on x86_64) from a memfd,
+which does nothing but wait for POLLIN on the pidfd (moved to fd 3) and ``exit_group(0)``.
+Its resident set is a handful of pages.
 
-On aarch64 the waiter is the same program assembled from waiter-aarch64.S, beside this file (60 bytes
-of code); the full holder below is holder-aarch64.S (270 bytes of code), the relay relay-aarch64.S.
+The native programs are assembler sources beside this file, one per machine: waiter-x86_64.S and
+waiter-aarch64.S (46 and 60 bytes of code), holder-x86_64.S and holder-aarch64.S (223 and 270), the
+relay's relay-x86_64.S and relay-aarch64.S; common-*.inc holds what a machine's programs share. This
+module carries their bytes as assembled (WAITER_*_CODE, HOLDER_*_CODE; tests/test_holder.py
+assembles each source again and checks that they agree) and wraps them in an ELF header.
 
 Fallback: on other architectures, when memfd_create/execve fail (e.g. a
 vm.memfd_noexec=2 policy or a noexec mount), or when REPTYR_TMUX_HOLDER_PYTHON=1 is set,
@@ -29,7 +32,7 @@ the holder stays in Python and blocks in select.poll on the pidfd. That costs no
 either, but keeps the interpreter's ~10 MB resident for the target's lifetime.
 
 Faster still, no Python in the pane at all: ``holder_argv(PID)`` returns ``[PATH, PID]``, a
-pane command that runs a second hand-assembled ELF (written once to a private cache file,
+pane command that runs a second native ELF, the holder (written once to a private cache file,
 $XDG_RUNTIME_DIR/reptyr-tmux or ~/.cache/reptyr-tmux, named by its size and checksum, the first where
 no one else can change any directory on the way: see _private_dir) doing steps 2-4
 itself plus pidfd_open(PID) and the "reptyr-holder" rename, in ~a dozen syscalls. It does
@@ -49,12 +52,8 @@ import stat
 import struct
 import sys
 import termios
-from typing import TYPE_CHECKING
 
 from reptyr_tmux import proc
-
-if TYPE_CHECKING:  # (the Python holder's start-up stays lean)
-    from collections.abc import Callable
 
 PIDFD_FD = 3  # the waiter polls this fd; the holder dup2()s the pidfd here before exec
 WAITER_NAME = "reptyr-tmux-holder"
@@ -65,18 +64,7 @@ LOAD_ADDR = 0x400000
 EM_X86_64, EM_AARCH64 = 62, 183
 ELF_HEADER_SIZE = 64
 PROGRAM_HEADER_SIZE = 56
-SYS_POLL = 7
-SYS_RT_SIGACTION = 13
-SYS_IOCTL = 16
-SYS_PRCTL = 157
-SYS_EXIT_GROUP = 231
-SYS_PIDFD_OPEN = 434
-POLLIN = 0x0001
-SIG_IGN = 1
-PR_SET_NAME = 15
-PID_MAX = 0x7FFFFFFF  # pid_t is a positive int; the kernel's pid_max is far lower (at most 2**22)
-EXIT_USAGE = 2  # the ELF holder's exit codes, as the Python holder's: 2 bad arguments,
-EXIT_NO_TARGET = 1  # 1 no such process (and 0 once the target has exited)
+EXIT_USAGE = 2  # the ELF holder exits 2 on bad arguments (as the Python holder), 1 if no target
 CACHE_DIR_NAME = "reptyr-tmux"
 
 
@@ -84,35 +72,7 @@ class HolderError(Exception):
     """A reason to refuse holding, printed as one line on stderr."""
 
 
-# --- the waiter: machine code --------------------------------------------------------------
-
-
-def _le32(value: int) -> bytes:
-    return struct.pack("<i" if value < 0 else "<I", value)
-
-
-def _waiter_code() -> bytes:
-    """x86_64 code: wait for POLLIN (exit) on fd 3, retrying on EINTR, then exit_group(0)."""
-    pollfd = PIDFD_FD | (POLLIN << 32)  # struct pollfd {int fd=3; short events=POLLIN; short revents=0}
-    prologue = b"".join([
-        b"\x48\xb8" + struct.pack("<Q", pollfd),  # movabs rax, 0x0000000100000003
-        b"\x50",                                  # push   rax             ; the pollfd lives on the stack
-        b"\x48\x89\xe7",                          # mov    rdi, rsp        ; arg1: fds = &pollfd
-    ])
-    loop = b"".join([
-        b"\xb8" + _le32(SYS_POLL),                # poll: mov eax, 7       ; SYS_poll
-        b"\xbe" + _le32(1),                       # mov    esi, 1          ; arg2: nfds = 1
-        b"\xba" + _le32(-1),                      # mov    edx, -1         ; arg3: timeout = -1 (forever)
-        b"\x0f\x05",                              # syscall                ; rdi survives (rcx, r11 don't)
-        b"\x48\x83\xf8" + struct.pack("<b", -errno.EINTR),  # cmp rax, -EINTR
-    ])
-    jump_back = b"\x74" + struct.pack("<b", -(len(loop) + 2))  # je poll  ; interrupted: poll again
-    epilogue = b"".join([
-        b"\xb8" + _le32(SYS_EXIT_GROUP),          # mov    eax, 231        ; SYS_exit_group
-        b"\x31\xff",                              # xor    edi, edi        ; status 0
-        b"\x0f\x05",                              # syscall
-    ])
-    return prologue + loop + jump_back + epilogue
+# --- the native programs as ELF executables ---------------------------------------------------
 
 
 def _elf_header(entry: int, e_machine: int) -> bytes:
@@ -157,12 +117,12 @@ def _elf_with(code: bytes, e_machine: int = EM_X86_64) -> bytes:
 NATIVE_MACHINES = ("x86_64", "aarch64")  # where the waiter, the holder and the relay have a native form
 
 
-def native_elf(for_machine: str | None, x86_64_code: Callable[[], bytes], aarch64_code: bytes) -> bytes:
-    """A program as a static ELF64 executable for `for_machine` (None: ours): its x86_64 code is built
-    here in Python, its aarch64 code is the bytes of a .S file beside this one, as assembled."""
+def native_elf(for_machine: str | None, x86_64_code: bytes, aarch64_code: bytes) -> bytes:
+    """A program as a static ELF64 executable for `for_machine` (None: ours): its code for each machine
+    is the bytes of a .S file beside this one, as assembled."""
     if (for_machine or machine()) == "aarch64":
         return _elf_with(aarch64_code, EM_AARCH64)
-    return _elf_with(x86_64_code())
+    return _elf_with(x86_64_code)
 
 
 def native_allowed(force_python_env: str) -> bool:
@@ -170,7 +130,11 @@ def native_allowed(force_python_env: str) -> bool:
     return machine() in NATIVE_MACHINES and os.environ.get(force_python_env) != "1"
 
 
-# The aarch64 waiter: waiter-aarch64.S (beside this file) as assembled (test_holder.py checks they agree).
+# The waiter: waiter-x86_64.S and waiter-aarch64.S (beside this file) as assembled (test_holder.py checks
+# that they agree).
+WAITER_X86_64_CODE = bytes.fromhex(
+    "48b80300000001000000504889e7b807000000be01000000baffffffff0f054883f8fc74e9b8e700000031ff0f05"
+)
 WAITER_AARCH64_CODE = bytes.fromhex(
     "690080d22900c0f2e90f1ff8e0030091210080d2020080d2030080d2040080d2280980d2010000d4"
     "1f1000b100ffff54000080d2c80b80d2010000d4"
@@ -179,7 +143,7 @@ WAITER_AARCH64_CODE = bytes.fromhex(
 
 def waiter_elf(for_machine: str | None = None) -> bytes:
     """The waiter (exec'd by the Python holder, pidfd on fd 3) as a static ELF64 executable."""
-    return native_elf(for_machine, _waiter_code, WAITER_AARCH64_CODE)
+    return native_elf(for_machine, WAITER_X86_64_CODE, WAITER_AARCH64_CODE)
 
 
 # --- the pane holder: the whole setup in machine code -------------------------------------------
@@ -187,164 +151,15 @@ def waiter_elf(for_machine: str | None = None) -> bytes:
 # tmux runs this ELF directly as the pane's first process (see holder_argv), so the pane is ready
 # about as soon as tmux has forked: no interpreter starts in it. It does what main() does, minus
 # the start-time check (adopt checks the target's start time again once the holder is ready) and
-# minus REPORT (popups and screen windows keep using the Python holder).
-
-
-def _label(name: str) -> tuple[str, str]:
-    return ("label", name)
-
-
-def _jump(opcode: bytes, label: str) -> tuple[str, bytes, str, int]:
-    """An instruction ending in an 8-bit displacement to `label` (from the instruction's end)."""
-    return ("rel", opcode, label, 1)
-
-
-def _rip_relative(opcode: bytes, label: str) -> tuple[str, bytes, str, int]:
-    """An instruction ending in a 32-bit rip-relative displacement to `label`."""
-    return ("rel", opcode, label, 4)
-
-
-def _assemble(items: list) -> bytes:
-    """Lay out raw instruction bytes, labels and label-relative instructions (two passes)."""
-    labels: dict[str, int] = {}
-    offset = 0
-    for item in items:
-        if isinstance(item, bytes):
-            offset += len(item)
-        elif item[0] == "label":
-            labels[item[1]] = offset
-        else:
-            offset += len(item[1]) + item[3]
-    out = bytearray()
-    for item in items:
-        if isinstance(item, bytes):
-            out += item
-        elif item[0] == "rel":
-            _, opcode, label, width = item
-            displacement = labels[label] - (len(out) + len(opcode) + width)
-            out += opcode + struct.pack("<b" if width == 1 else "<i", displacement)
-    return bytes(out)
-
-
-def exits() -> list:
-    """usage: exit_group(2), bad arguments; fail: exit_group(1), no target / no fd; exit: status in rdi.
-    Shared by the holder and the native relay."""
-    return [
-        _label("usage"),
-        b"\x6a" + bytes([EXIT_USAGE]),            # push   2
-        b"\x5f",                                  # pop    rdi             ; status 2: bad argument
-        _jump(b"\xeb", "exit"),                    # jmp    exit
-        _label("fail"),
-        b"\x6a" + bytes([EXIT_NO_TARGET]),        # push   1
-        b"\x5f",                                  # pop    rdi             ; status 1: nothing to hold, relay
-        _label("exit"),
-        b"\xb8" + _le32(SYS_EXIT_GROUP),          # mov    eax, 231        ; SYS_exit_group
-        b"\x0f\x05",                              # syscall
-    ]
-
-
-def parse_subroutine() -> list:
-    """parse: the decimal string at rsi (0 .. PID_MAX) -> rdx; anything else jumps to "usage" (exit 2).
-    Shared by the holder and the native relay; place it within a short jump of "usage"."""
-    return [
-        _label("parse"),
-        b"\x31\xd2",                              # xor    edx, edx        ; the value
-        b"\x31\xc0",                              # xor    eax, eax        ; bits 8-63 stay 0
-        b"\x80\x3e\x00",                          # cmp    byte [rsi], 0
-        _jump(b"\x74", "usage"),                   # je     usage           ; empty
-        _label("digit"),
-        b"\xac",                                  # lodsb                  ; al = *rsi++
-        b"\x84\xc0",                              # test   al, al
-        _jump(b"\x74", "parsed"),                  # je     parsed          ; the terminating NUL
-        b"\x2c\x30",                              # sub    al, '0'
-        b"\x3c\x09",                              # cmp    al, 9
-        _jump(b"\x77", "usage"),                   # ja     usage           ; not a decimal digit
-        b"\x48\x6b\xd2\x0a",                      # imul   rdx, rdx, 10    ; rdx <= PID_MAX: no overflow
-        b"\x48\x01\xc2",                          # add    rdx, rax
-        b"\x48\x81\xfa" + _le32(PID_MAX),         # cmp    rdx, 0x7fffffff
-        _jump(b"\x76", "digit"),                   # jbe    digit
-        _jump(b"\xeb", "usage"),                   # jmp    usage           ; too large
-        _label("parsed"),
-        b"\xc3",                                  # ret
-    ]
-
-
-def pidfd_open(pid_to_edi: bytes, jump_if_failed: tuple[str, bytes, str, int]) -> list:
-    """x86_64: pidfd_open(pid, 0) -> eax. `pid_to_edi` puts the pid in edi; `jump_if_failed` is the
-    js taken on an error (-ESRCH: no such process), short or near as the distance needs."""
-    return [
-        pid_to_edi,
-        b"\x31\xf6",                              # xor    esi, esi        ; arg2: flags = 0
-        b"\xb8" + _le32(SYS_PIDFD_OPEN),          # mov    eax, 434        ; SYS_pidfd_open
-        b"\x0f\x05",                              # syscall
-        b"\x85\xc0",                              # test   eax, eax
-        jump_if_failed,
-    ]
-
-
-def _holder_code() -> bytes:
-    """x86_64 code for ``holder PID``: parse PID, ignore SIGHUP, TIOCNOTTY, pidfd_open(PID),
-    rename to "reptyr-holder" (the ready sign), then poll the pidfd until the target exits."""
-    return _assemble([
-        # 1. PID from argv[1]. At entry rsp points at argc, then the argv pointers.
-        b"\x48\x8b\x0c\x24",                      # mov    rcx, [rsp]      ; argc
-        b"\x48\x83\xf9\x02",                      # cmp    rcx, 2          ; exactly one argument
-        _jump(b"\x75", "usage"),                   # jne    usage
-        b"\x48\x8b\x74\x24\x10",                  # mov    rsi, [rsp+16]   ; argv[1]
-        _rip_relative(b"\xe8", "parse"),          # call   parse           ; rdx = the pid
-        b"\x48\x89\xd3",                          # mov    rbx, rdx        ; the pid, kept in rbx
-        b"\x85\xdb",                              # test   ebx, ebx        ; 0?
-        _jump(b"\x75", "setup"),                   # jne    setup
-        *exits(),                                  # here, within reach of every short jump to them
-        *parse_subroutine(),                       # (never falls through: exit_group is above)
-        _label("setup"),
-        # 2. rt_sigaction(SIGHUP, &{handler=SIG_IGN, flags=0, restorer=0, mask=0}, NULL, 8)
-        b"\x6a\x00",                              # push   0               ; sa_mask
-        b"\x6a\x00",                              # push   0               ; sa_restorer
-        b"\x6a\x00",                              # push   0               ; sa_flags
-        b"\x6a" + bytes([SIG_IGN]),               # push   1               ; sa_handler = SIG_IGN
-        b"\x48\x89\xe6",                          # mov    rsi, rsp        ; arg2: act
-        b"\xbf" + _le32(signal.SIGHUP),           # mov    edi, 1          ; arg1: SIGHUP
-        b"\x31\xd2",                              # xor    edx, edx        ; arg3: oldact = NULL
-        b"\x41\xba" + _le32(8),                   # mov    r10d, 8         ; arg4: sizeof(sigset_t)
-        b"\xb8" + _le32(SYS_RT_SIGACTION),        # mov    eax, 13         ; SYS_rt_sigaction
-        b"\x0f\x05",                              # syscall
-        b"\x85\xc0",                              # test   eax, eax
-        _jump(b"\x75", "fail"),                    # jne    fail            ; (never) else SIGHUP kills us
-        # 3. ioctl(0, TIOCNOTTY, 0): SIGHUP (ignored) and SIGCONT go to our own process group
-        b"\x31\xff",                              # xor    edi, edi        ; arg1: fd 0, the pane's pty
-        b"\xbe" + _le32(termios.TIOCNOTTY),       # mov    esi, 0x5422     ; arg2: TIOCNOTTY
-        b"\x31\xd2",                              # xor    edx, edx
-        b"\xb8" + _le32(SYS_IOCTL),               # mov    eax, 16         ; SYS_ioctl, result ignored
-        b"\x0f\x05",                              # syscall
-        # 4. pidfd_open(pid, 0)
-        *pidfd_open(b"\x89\xdf",                  # mov    edi, ebx        ; arg1: pid
-                    _jump(b"\x78", "fail")),        # js     fail            ; -ESRCH: no such process
-        b"\x50",                                  # push   rax             ; struct pollfd {fd=pidfd,
-        b"\x66\xc7\x44\x24\x04" + struct.pack("<H", POLLIN),  # mov word [rsp+4], 1 ; events=POLLIN}
-        # 5. prctl(PR_SET_NAME, "reptyr-holder"): adopt waits for this name
-        b"\xbf" + _le32(PR_SET_NAME),             # mov    edi, 15         ; arg1: PR_SET_NAME
-        _rip_relative(b"\x48\x8d\x35", "name"),   # lea    rsi, [rip+name] ; arg2: the new comm
-        b"\xb8" + _le32(SYS_PRCTL),               # mov    eax, 157        ; SYS_prctl
-        b"\x0f\x05",                              # syscall
-        # 6. poll until the target exits
-        b"\x48\x89\xe7",                          # mov    rdi, rsp        ; arg1: fds = &pollfd
-        _label("poll"),
-        b"\xb8" + _le32(SYS_POLL),                # mov    eax, 7          ; SYS_poll
-        b"\xbe" + _le32(1),                       # mov    esi, 1          ; arg2: nfds = 1
-        b"\xba" + _le32(-1),                      # mov    edx, -1         ; arg3: timeout = -1 (forever)
-        b"\x0f\x05",                              # syscall                ; rdi survives (rcx, r11 don't)
-        b"\x48\x83\xf8" + struct.pack("<b", -errno.EINTR),  # cmp rax, -EINTR
-        _jump(b"\x74", "poll"),                    # je     poll            ; interrupted: poll again
-        b"\xb8" + _le32(SYS_EXIT_GROUP),          # mov    eax, 231        ; SYS_exit_group
-        b"\x31\xff",                              # xor    edi, edi        ; status 0: the target exited
-        b"\x0f\x05",                              # syscall
-        _label("name"),
-        READY_NAME + b"\x00",                     # "reptyr-holder\0" (read-only, in the code segment)
-    ])
-
-
-# The aarch64 pane holder: holder-aarch64.S (beside this file) as assembled (test_holder.py checks).
+# minus REPORT (popups and screen windows keep using the Python holder). Its code: holder-x86_64.S
+# and holder-aarch64.S (beside this file) as assembled (test_holder.py checks that they agree).
+HOLDER_X86_64_CODE = bytes.fromhex(
+    "488b0c244883f9027511488b742410e8160000004889d385db75366a025feb036a015fb8e70000000f0531d231c0803e"
+    "0074e8ac84c074182c303c0977dd486bd20a4801c24881faffffff7f76e5ebcbc36a006a006a006a014889e6bf010000"
+    "0031d241ba08000000b80d0000000f0585c075ac31ffbe2254000031d2b8100000000f0589df31f6b8b20100000f0585"
+    "c0788d5066c74424040100bf0f000000488d352a000000b89d0000000f054889e7b807000000be01000000baffffffff"
+    "0f054883f8fc74e9b8e700000031ff0f057265707479722d686f6c64657200"
+)
 HOLDER_AARCH64_CODE = bytes.fromhex(
     "e00340f91f0800f121070054e10b40f928000094c00600b4f30300aa290080d2e97fbea9ff7f01a9200080d2e1030091"
     "020080d2030180d2c81080d2010000d4a00500b5000080d241848ad2020080d2a80380d2010000d4e00313aa010080d2"
@@ -357,7 +172,7 @@ HOLDER_AARCH64_CODE = bytes.fromhex(
 
 def holder_elf(for_machine: str | None = None) -> bytes:
     """The pane holder as a static ELF64 executable for `for_machine` (None: ours): ``holder PID``."""
-    return native_elf(for_machine, _holder_code, HOLDER_AARCH64_CODE)
+    return native_elf(for_machine, HOLDER_X86_64_CODE, HOLDER_AARCH64_CODE)
 
 
 def _cache_dirs() -> list[str]:

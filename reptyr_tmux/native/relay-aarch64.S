@@ -1,5 +1,5 @@
-// The steal-mode relay for aarch64, ``relay PID FD`` (the x86_64 one is hand-assembled in native_relay.py,
-// which says why and what for): the first process of a steal-mode pane. It
+// The steal-mode relay for aarch64, ``relay PID FD`` (the x86_64 one is relay-x86_64.S; native_relay.py
+// says why and what for): the first process of a steal-mode pane. It
 //   1. parses PID (1 .. 0x7fffffff) and FD (0 .. 0x7fffffff), in decimal (else exit 2);
 //   2. takes its own copy of PID's fd FD (the pty master) with pidfd_open + pidfd_getfd (else exit 1);
 //   3. renames itself "reptyr-relay" (the ready sign adopt waits for);
@@ -53,7 +53,7 @@
         .equ    VTIME_AT, 17 + 5        // c_cc[VTIME]
         .equ    VMIN_AT, 17 + 6         // c_cc[VMIN]
 
-        // The stack frame, from x19 (as native_relay.py's, from rbx)
+        // The stack frame, from x19 (as relay-x86_64.S's, from rbx)
         .equ    POLLFDS, 0              // struct pollfd[3]: fd 0, the master, the signalfd (revents at +6)
         .equ    PGRP, 24                // int: the session's foreground process group
         .equ    WINSIZE, 32             // struct winsize

@@ -1,9 +1,9 @@
-// The pane holder's waiter for aarch64 (the x86_64 one is hand-assembled in reptyr_tmux/native/holder.py):
+// The pane holder's waiter for aarch64 (the x86_64 one is waiter-x86_64.S):
 // exec'd by the Python holder with the target's pidfd on fd 3, it waits until that fd reports POLLIN
 // (the target exited), retrying when a signal interrupts the wait, then exits 0. No libc, no data:
 // the pollfd lives on the stack. holder.py carries these bytes; tests/test_holder.py assembles this
 // file again (aarch64-linux-gnu-as, or as on arm64) and checks that the two agree. To change it:
-//   aarch64-linux-gnu-as -o waiter.o native/waiter-aarch64.S
+//   aarch64-linux-gnu-as -o waiter.o reptyr_tmux/native/waiter-aarch64.S
 //   aarch64-linux-gnu-objcopy -O binary -j .text waiter.o waiter.bin && xxd -p waiter.bin
         .text
         .global _start
