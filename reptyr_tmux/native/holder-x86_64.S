@@ -13,12 +13,6 @@
 #   objcopy -O binary -j .text holder.o holder.bin && xxd -p holder.bin
         .include "common-x86_64.inc"
 
-        .equ    SYS_RT_SIGACTION, 13
-        .equ    SIGHUP, 1
-        .equ    SIG_IGN, 1
-        .equ    SIGSET_SIZE, 8          # the kernel's sigset_t: 64 bits
-        .equ    TIOCNOTTY, 0x5422
-
         .text
         .global _start
 _start:

@@ -22,7 +22,7 @@ Its resident set is a handful of pages.
 
 The native programs are assembler sources beside this file, one per machine: waiter-x86_64.S and
 waiter-aarch64.S (46 and 60 bytes of code), holder-x86_64.S and holder-aarch64.S (223 and 270), the
-relay's relay-x86_64.S and relay-aarch64.S; common-*.inc holds what a machine's programs share. This
+relay's relay-x86_64.S and relay-aarch64.S; common-*.inc holds what they share. This
 module carries their bytes as assembled (WAITER_*_CODE, HOLDER_*_CODE; tests/test_holder.py
 assembles each source again and checks that they agree) and wraps them in an ELF header.
 

@@ -18,7 +18,7 @@
 
         .include "common-aarch64.inc"
 
-        // aarch64 Linux's numbers (the generic ones)
+        // aarch64 Linux's own system call numbers (the generic table; common-linux.inc has the rest)
         .equ    SYS_IOCTL, 29
         .equ    SYS_CLOSE, 57
         .equ    SYS_READ, 63
@@ -27,31 +27,7 @@
         .equ    SYS_KILL, 129
         .equ    SYS_RT_SIGPROCMASK, 135
         .equ    SYS_PRCTL, 167
-        .equ    SYS_PIDFD_OPEN, 434
-        .equ    SYS_PIDFD_GETFD, 438
-        .equ    TCGETS, 0x5401
-        .equ    TCSETS, 0x5402
-        .equ    TIOCGPGRP, 0x540f
-        .equ    TIOCGWINSZ, 0x5413
-        .equ    TIOCSWINSZ, 0x5414
-        .equ    EINTR, 4
-        .equ    EAGAIN, 11
-        .equ    POLLIN, 0x0001
-        .equ    POLLOUT, 0x0004
-        .equ    POLLERR_HUP_NVAL, 0x0038
-        .equ    SIGWINCH, 28
-        .equ    SFD_CLOEXEC, 0x80000
-        .equ    CHUNK, 65536
-        .equ    SIGINFO_SIZE, 128       // struct signalfd_siginfo
-        // cfmakeraw(3), on the kernel's struct termios {u32 iflag, oflag, cflag, lflag; u8 line; u8 cc[19]}
-        .equ    RAW_IFLAG_OFF, 0x5eb    // IGNBRK BRKINT PARMRK ISTRIP INLCR IGNCR ICRNL IXON
-        .equ    RAW_OFLAG_OFF, 0x1      // OPOST
-        .equ    RAW_CFLAG_OFF, 0x130    // CSIZE PARENB
-        .equ    RAW_CFLAG_ON, 0x30      // CS8
-        .equ    RAW_LFLAG_OFF, 0x804b   // ISIG ICANON ECHO ECHONL IEXTEN
-        .equ    TERMIOS_SIZE, 36
-        .equ    VTIME_AT, 17 + 5        // c_cc[VTIME]
-        .equ    VMIN_AT, 17 + 6         // c_cc[VMIN]
+        .equ    CHUNK, 65536            // as ptyproxy.CHUNK
 
         // The stack frame, from x19 (as relay-x86_64.S's, from rbx)
         .equ    POLLFDS, 0              // struct pollfd[3]: fd 0, the master, the signalfd (revents at +6)

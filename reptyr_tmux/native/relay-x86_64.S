@@ -15,36 +15,12 @@
 # again (as on x86_64, or x86_64-linux-gnu-as) and checks that the two agree. To change it:
 #   as --64 -I reptyr_tmux/native -o relay.o reptyr_tmux/native/relay-x86_64.S
 #   objcopy -O binary -j .text relay.o relay.bin && xxd -p relay.bin
-# The jumps between phases are written {disp32} (a 4-byte displacement even where one byte would reach),
-# as this program was first laid out; gas would shorten the near ones.
+# The jumps written {disp32} keep a 4-byte displacement even where one byte would reach, as this program
+# was first laid out (gas would shorten them).
 
         .include "common-x86_64.inc"
 
-        .equ    SYS_READ, 0
-        .equ    SYS_WRITE, 1
-        .equ    SYS_CLOSE, 3
-        .equ    SYS_RT_SIGPROCMASK, 14
-        .equ    SYS_KILL, 62
-        .equ    SYS_SIGNALFD4, 289
-        .equ    SYS_PIDFD_GETFD, 438
-        .equ    TCGETS, 0x5401
-        .equ    TCSETS, 0x5402
-        .equ    TIOCGPGRP, 0x540f
-        .equ    TIOCGWINSZ, 0x5413
-        .equ    TIOCSWINSZ, 0x5414
-        .equ    EAGAIN, 11
-        .equ    POLLOUT, 0x0004
-        .equ    POLLERR_HUP_NVAL, 0x0038
-        .equ    SIGWINCH, 28
-        .equ    SIG_BLOCK, 0
-        .equ    SIGSET_SIZE, 8          # the kernel's sigset_t: 64 bits
-        .equ    SFD_CLOEXEC, 0x80000
         .equ    CHUNK, 65536            # as ptyproxy.CHUNK
-        .equ    SIGINFO_SIZE, 128       # struct signalfd_siginfo
-        .equ    TERMIOS_SIZE, 36        # the kernel's struct termios {u32 iflag, oflag, cflag, lflag;
-        .equ    VTIME_AT, 17 + 5        # u8 line; u8 cc[19]}: c_cc[VTIME]
-        .equ    VMIN_AT, 17 + 6         # c_cc[VMIN]
-        # (cfmakeraw's flag masks are defined below the code: see there)
 
         # The stack frame, addressed from rbx (rsp moves with call/push): small things first, within a
         # signed 8-bit displacement, then the copy buffer.
@@ -145,9 +121,9 @@ _start:
         mov     ecx, TERMIOS_SIZE
         rep movsb
         and     dword ptr [rbx+RAW], ~RAW_IFLAG_OFF       # c_iflag
-        and     dword ptr [rbx+RAW+4], ~RAW_OFLAG_OFF     # c_oflag
+        and     dword ptr [rbx+RAW+4], ~RAW_OFLAG_OFF_IMM32  # c_oflag
         and     dword ptr [rbx+RAW+8], ~RAW_CFLAG_OFF     # c_cflag
-        or      dword ptr [rbx+RAW+8], OFFSET RAW_CFLAG_ON
+        or      dword ptr [rbx+RAW+8], OFFSET RAW_CFLAG_ON_IMM32
         and     dword ptr [rbx+RAW+12], ~RAW_LFLAG_OFF    # c_lflag
         mov     byte ptr [rbx+RAW+VMIN_AT], 1
         mov     byte ptr [rbx+RAW+VTIME_AT], 0
@@ -301,11 +277,8 @@ winsize_done:
 name:
         .asciz  "reptyr-relay"          # read-only, in the code segment
 
-        # cfmakeraw(3)'s masks. Defined after their use on purpose: an immediate gas cannot evaluate
-        # yet gets 4 bytes (opcode 0x81), as when this program was first built, also where one
-        # sign-extended byte (0x83) would do (~OPOST, CS8).
-        .equ    RAW_IFLAG_OFF, 0x5eb    # IGNBRK BRKINT PARMRK ISTRIP INLCR IGNCR ICRNL IXON
-        .equ    RAW_OFLAG_OFF, 0x1      # OPOST
-        .equ    RAW_CFLAG_OFF, 0x130    # CSIZE PARENB
-        .equ    RAW_CFLAG_ON, 0x30      # CS8
-        .equ    RAW_LFLAG_OFF, 0x804b   # ISIG ICANON ECHO ECHONL IEXTEN
+        # Two of cfmakeraw's masks under names defined only here, after their use, on purpose: an
+        # immediate that gas cannot evaluate yet gets 4 bytes (opcode 0x81), as when this program was
+        # first built, where one sign-extended byte (0x83) would do.
+        .equ    RAW_OFLAG_OFF_IMM32, RAW_OFLAG_OFF
+        .equ    RAW_CFLAG_ON_IMM32, RAW_CFLAG_ON
