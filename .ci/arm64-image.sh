@@ -7,7 +7,7 @@
 # update_initramfs=no (the triggers) hold them all back, and one initrd is made at the end with only the
 # modules a qemu "virt" machine needs to mount its root.
 
-ARM64_PACKAGES=(python3 python3-venv gcc libc6-dev binutils tmux procps less git screen bash dash zsh fish vim
+ARM64_PACKAGES=(python3 python3-venv gcc libc6-dev binutils tmux procps less git screen bash dash zsh fish vim fzf
                 ncurses-bin util-linux passwd login openssh-server openssh-client iproute2 ca-certificates
                 linux-image-arm64 initramfs-tools kmod e2fsprogs)
 ARM64_INITRD_MODULES=(virtio_pci virtio_blk virtio_net ext4 crc32c_generic)
