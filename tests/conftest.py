@@ -245,7 +245,8 @@ def shell(spawn):
     sh = Shell(term, pid)
     yield sh
     for member in sh.members():
-        os.kill(member, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # (one may end between the listing and the kill)
+            os.kill(member, signal.SIGKILL)
     os.waitpid(pid, 0)
 
 

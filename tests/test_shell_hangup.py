@@ -257,3 +257,39 @@ def test_a_stranger_with_the_jobs_pid_is_not_touched_when_the_old_shell_exits(sp
         finally:
             stranger.kill()
             stranger.wait()
+
+
+class SecondHangup(Exception):
+    pass
+
+
+def test_a_second_hangup_during_the_give_back_does_not_cut_it_short(spawn, monkeypatch):
+    """The relay gives the job its SIGHUP action back as it stops, by ptrace; a second SIGHUP to the
+    relay that lands in the middle (the job held, half done) waits until it is done, and only then
+    reaches the relay's handler."""
+    from reptyr_tmux.engine import remote
+    from reptyr_tmux.engine.shell_hangup import ShellHangupGuard
+
+    job = spawn.on_pty(ECHO)
+    own = remote.set_disposition(job.pid, signal.SIGHUP, None)  # ignored, as the move leaves it
+    assert sighup_action(job.pid) == (True, False)
+    guard = ShellHangupGuard(job.pid, own, os.getpid())  # (an old shell that lives on: us)
+    lend_a_page = remote.RemoteProcess.scratch
+
+    def hangup_meanwhile(target):
+        os.kill(os.getpid(), signal.SIGHUP)  # the job is held now
+        return lend_a_page(target)
+
+    monkeypatch.setattr(remote.RemoteProcess, "scratch", hangup_meanwhile)
+
+    def relays_handler(*_):
+        raise SecondHangup
+
+    previous = signal.signal(signal.SIGHUP, relays_handler)
+    try:
+        with pytest.raises(SecondHangup):
+            guard.give_back()
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert sighup_action(job.pid) == (False, False)  # its own action (the default) is back
+    assert proc.read_status(job.pid)["TracerPid"] == "0"

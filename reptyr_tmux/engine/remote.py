@@ -30,7 +30,7 @@ from contextlib import contextmanager, suppress
 
 from reptyr_tmux import proc
 from reptyr_tmux.engine.arch import Arch, arch_of_elf
-from reptyr_tmux.engine.survey import moved_by_another_of_us
+from reptyr_tmux.engine.survey import moved_by_another_of_us, refuse_seccomp
 from reptyr_tmux.errors import Refusal, RemoteError, ReptyrError, TargetGone
 
 
@@ -119,6 +119,9 @@ class RemoteProcess:
                 _run_to_interrupt_stop(pid, deliver=True)
             except DidNotStop as e:
                 raise _not_stopping(pid) or e from None
+            # Stopped, it can no longer exec into seccomp: asked now, before it runs a thing for us (on
+            # aarch64 the step below already enters a syscall, which strict mode kills it for).
+            refuse_seccomp(proc.read_stat(pid), proc.read_status(pid))
             target = cls(pid, arch_of_stopped(pid))
             target._block_signals()
             if target.arch.rewinds_before_stop:

@@ -41,7 +41,6 @@ from reptyr_tmux.engine.attach import copy_termios, restore_termios, still_there
 from reptyr_tmux.engine.survey import (
     describe,
     refuse_moved_meanwhile,
-    refuse_seccomp,
     refuse_unmovable,
     traceable_by_us,
 )
@@ -277,7 +276,6 @@ def _hold_everyone(tx: Transaction, plan: SessionPlan) -> dict[int, Held]:
         stat = proc.read_stat(pid)
         if pid in surveyed:
             refuse_moved_meanwhile(surveyed[pid], stat)
-        refuse_seccomp(stat, proc.read_status(pid))  # before its first injected call
         page = tx.step("map-scratch", target.map_page, target.unmap_page, always=True)
         held[pid] = Held(target, stat, page, _fds_on(pid, plan.old_terminal))
     return held

@@ -16,6 +16,7 @@ import select
 import signal
 
 from reptyr_tmux.engine.remote import set_disposition
+from reptyr_tmux.engine.transaction import signals_held
 from reptyr_tmux.errors import ReptyrError
 
 
@@ -36,7 +37,8 @@ class ShellHangupGuard:
             return
         action, self.own_sighup = self.own_sighup, None
         if self.job_exit is not None and not _has_exited(self.job_exit):
-            with contextlib.suppress(ReptyrError, OSError):
+            # Held: a hangup or SIGTERM to us (the relay's) that came mid-way would cut it short for good.
+            with signals_held(), contextlib.suppress(ReptyrError, OSError):
                 set_disposition(self.pid, signal.SIGHUP, action)
         self.close()
 

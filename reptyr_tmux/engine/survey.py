@@ -140,8 +140,7 @@ def look_again(plan: Plan) -> Plan:
     what the move does is decided from these facts, which cannot change any more. Anything else that
     changed meanwhile (its session, group or terminal) was done by someone else: refused."""
     stat = proc.read_stat(plan.pid)
-    refuse_moved_meanwhile(plan.stat, stat)
-    refuse_seccomp(stat, proc.read_status(plan.pid))
+    refuse_moved_meanwhile(plan.stat, stat)  # (seccomp was asked again as it was held: infect)
     stats = proc.all_stats()
     # A child born since the survey would share the SIGHUP that giving up the old terminal sends to
     # its group, or lose its terminal with the leader.

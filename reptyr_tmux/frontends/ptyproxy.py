@@ -13,6 +13,7 @@ import tty
 from collections.abc import Iterator
 
 from reptyr_tmux.engine.shell_hangup import ShellHangupGuard
+from reptyr_tmux.engine.transaction import signals_held
 
 CHUNK = 65536
 
@@ -56,11 +57,14 @@ def relay(master_fd: int, in_fd: int = 0, out_fd: int = 1, guard: ShellHangupGua
     except Hangup:
         pass
     finally:
-        if guard is not None:
-            guard.give_back()
-        signal.signal(signal.SIGWINCH, previous)
-        for signum, handler in stops.items():
-            signal.signal(signum, handler)
+        # Held until our own handlers are gone: a second hangup or a SIGTERM must not end the give-back
+        # mid-way, nor raise from here; one that came meanwhile is then delivered as usual.
+        with signals_held():
+            if guard is not None:
+                guard.give_back()
+            signal.signal(signal.SIGWINCH, previous)
+            for signum, handler in stops.items():
+                signal.signal(signum, handler)
 
 
 def _hang_up(*_: object) -> None:
