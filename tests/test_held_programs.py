@@ -175,6 +175,26 @@ def first_to_exit(pids) -> tuple[int, int] | None:
     return None
 
 
+def test_a_first_look_mid_move_is_told_as_a_move_not_as_what_it_seemed(spawn, monkeypatch):
+    """Another reptyr-tmux between its TIOCNOTTY and TIOCSCTTY: our first look at /proc shows no
+    controlling terminal, and by our next look it is done and has let go. We say it was moved, not "no
+    terminal open" (CI saw that once, in the two-tools test below): the survey's second look at a
+    process nobody holds now compares its session, group and terminal, not whether it is held."""
+    from reptyr_tmux.engine import survey
+
+    victim = spawn.on_pty(ECHO)
+    read_stat, looks = proc.read_stat, []
+
+    def first_look_mid_move(pid):
+        looks.append(pid)
+        stat = read_stat(pid)
+        return stat._replace(tty_nr=0) if len(looks) == 1 else stat  # (then: as it is, done)
+
+    monkeypatch.setattr(survey.proc, "read_stat", first_look_mid_move)
+    with pytest.raises(Refusal, match=r"was moved to pts/\d+ \(from no tty\) while this command got ready"):
+        survey.survey(victim.pid)
+
+
 def test_two_tools_at_once_one_moves_it_and_the_other_says_so(spawn):
     from test_cli import cli_on_a_terminal
 

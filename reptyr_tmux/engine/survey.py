@@ -91,8 +91,10 @@ def survey(pid: int, force_stdio: bool = False, stats: list[proc.Stat] | None = 
         busy = moved_by_another_of_us(pid)
         if busy:
             raise busy from None
-        with contextlib.suppress(OSError, TargetGone):  # (a zombie is refused as such)
-            refuse_moved_meanwhile(stat, proc.read_stat(pid))
+        with contextlib.suppress(OSError):
+            now = proc.read_stat(pid)
+            if now.state not in ("Z", "X"):  # (a zombie is refused as such)
+                refuse_changed_terminal(stat, now)
         raise
 
 
@@ -128,10 +130,15 @@ def refuse_moved_meanwhile(surveyed: proc.Stat, held: proc.Stat) -> None:
     someone moved it between the two looks — another reptyr-tmux, unless the program did it itself."""
     if held.state not in ("t", "T"):  # dying: only SIGKILL wakes a held process, and it lets go of its tty
         raise TargetGone(f"process {held.pid} exited while we were working on it")
-    if (held.sid, held.pgid, held.tty_nr) == (surveyed.sid, surveyed.pgid, surveyed.tty_nr):
+    refuse_changed_terminal(surveyed, held)
+
+
+def refuse_changed_terminal(before: proc.Stat, now: proc.Stat) -> None:
+    """Refused when the session, group or terminal of the process changed between two looks."""
+    if (now.sid, now.pgid, now.tty_nr) == (before.sid, before.pgid, before.tty_nr):
         return
-    raise Refusal(f"process {describe(held)} was moved to {proc.tty_name(held.tty_dev)} (from "
-                  f"{proc.tty_name(surveyed.tty_dev)}) while this command got ready, most likely by another "
+    raise Refusal(f"process {describe(now)} was moved to {proc.tty_name(now.tty_dev)} (from "
+                  f"{proc.tty_name(before.tty_dev)}) while this command got ready, most likely by another "
                   "reptyr-tmux; this one did nothing", short="moved meanwhile")
 
 
