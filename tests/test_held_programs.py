@@ -465,7 +465,6 @@ def test_waiting_for_a_stop_sleeps_until_the_kernel_tells_us(spawn, vfork_parent
     assert proc.read_status(victim.pid)["TracerPid"] == "0"
 
 
-
 def test_an_ignored_sigchld_we_inherit_still_wakes_our_waits():
     """SIGCHLD ignored by whoever started us (SIG_IGN survives exec) is one the kernel never sends, not
     even to a tracer for its tracee's stops: a wait sets the default for its time, so a child's change

@@ -121,9 +121,10 @@ class RemoteProcess:
                 raise _not_stopping(pid) or e from None
             # Stopped, it can no longer exec into seccomp: asked now, before it runs a thing for us (on
             # aarch64 the step below already enters a syscall, which strict mode kills it for).
-            refuse_seccomp(proc.read_stat(pid), proc.read_status(pid))
+            status = proc.read_status(pid)
+            refuse_seccomp(proc.read_stat(pid), status)
             target = cls(pid, arch_of_stopped(pid))
-            target._block_signals()
+            target._block_signals(status)
             if target.arch.rewinds_before_stop:
                 target._let_the_kernel_decide_the_restart()
             return target
@@ -196,11 +197,12 @@ class RemoteProcess:
         setattr(self.saved, self.arch.nr_reg, chosen)
         self.settled = True
 
-    def _block_signals(self) -> None:
+    def _block_signals(self, status: dict[str, str]) -> None:
         """PTRACE_GETSIGMASK reports the program's own mask; inside ppoll/pselect/epoll_pwait/sigsuspend
         the one in force (SigBlk) is the call's temporary one, and the kernel keeps the program's aside
-        to put back when the call ends. Blocking everything drops that arrangement: cure rebuilds it."""
-        self.call_mask = proc.signal_mask(proc.read_status(self.pid), "SigBlk")
+        to put back when the call ends. Blocking everything drops that arrangement: cure rebuilds it.
+        `status`: /proc/PID/status, read since it stopped."""
+        self.call_mask = proc.signal_mask(status, "SigBlk")
         mask = ctypes.c_uint64()
         pt.ptrace(PTRACE_GETSIGMASK, self.pid, 8, ctypes.addressof(mask))
         self.saved_mask = mask.value
@@ -453,22 +455,22 @@ def _wait_stopped(pid: int, deadline: float | None = None) -> int:
     started = time.monotonic()
     deadline = deadline or started + STOP_WITHIN_S
     with _child_events_held():
-        while not (stop := _collect(pid)):
+        while (status := _collect(pid)) is None:
             now = time.monotonic()
             if now > deadline or (now > started + ANSWER_WITHIN_S and _asked_to_stop()):
                 _halt(pid)
                 raise DidNotStop(f"process {pid} did not stop for us within {now - started:.1f} s (it may "
                                  "be blocked in the kernel)")
             _await_child_event(min(deadline, now + ANSWER_WITHIN_S / 5) - now)
-    if os.WIFEXITED(stop[1]) or os.WIFSIGNALED(stop[1]):
+    if os.WIFEXITED(status) or os.WIFSIGNALED(status):
         raise TargetGone(f"process {pid} exited while we were working on it")
-    return stop[1]
+    return status
 
 
-def _collect(pid: int) -> tuple[int, int] | None:
-    """The stop (or death) of `pid` the kernel has for us now, if any, as waitpid gives it."""
+def _collect(pid: int) -> int | None:
+    """The status of the stop (or death) of `pid` the kernel has for us now, if any, as waitpid gives it."""
     waited, status = os.waitpid(pid, WALL | os.WNOHANG)
-    return (waited, status) if waited else None
+    return status if waited else None
 
 
 @contextmanager
@@ -529,7 +531,7 @@ def _halt(pid: int) -> None:
         pt.ptrace(PTRACE_INTERRUPT, pid)
     deadline = time.monotonic() + ANSWER_WITHIN_S
     with _child_events_held(), suppress(ChildProcessError):
-        while not _collect(pid) and (left := deadline - time.monotonic()) > 0:
+        while _collect(pid) is None and (left := deadline - time.monotonic()) > 0:
             _await_child_event(left)
 
 
