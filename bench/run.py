@@ -174,11 +174,10 @@ def _holds_master(comm: str, index: int) -> bool:
     for stat in proc.all_stats():
         if stat.comm != comm:
             continue
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{stat.pid}/fd"):
-                with open(f"/proc/{stat.pid}/fdinfo/{fd}") as f:
-                    if f"tty-index:\t{index}\n" in f.read():
-                        return True
+        for fd in proc.fd_links(stat.pid):
+            with contextlib.suppress(OSError), open(f"/proc/{stat.pid}/fdinfo/{fd}") as f:
+                if f"tty-index:\t{index}\n" in f.read():
+                    return True
     return False
 
 

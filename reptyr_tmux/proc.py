@@ -106,6 +106,22 @@ def open_fds(pid: int) -> list[int]:
     return sorted(int(name) for name in os.listdir(f"/proc/{pid}/fd"))
 
 
+def fd_links(pid: int) -> dict[int, str]:
+    """What each open fd of `pid` points at, leaving out fds closed while we read (a busy server opens
+    and closes them all the time: one gone must not hide the rest); {} for a process gone or not ours."""
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return {}
+    links = {}
+    for name in names:
+        try:
+            links[int(name)] = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+    return links
+
+
 def fd_target(pid: int, fd: int) -> str:
     try:
         return os.readlink(f"/proc/{pid}/fd/{fd}")

@@ -54,15 +54,14 @@ def masters_of(tty_path: str) -> set[int]:
     index = tty_path.rsplit("/", 1)[1]
     holders = set()
     for pid in proc.all_pids():
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                if os.readlink(f"/proc/{pid}/fd/{fd}") != "/dev/ptmx":
-                    continue
+        masters = [fd for fd, link in proc.fd_links(pid).items() if link == "/dev/ptmx"]
+        for fd in masters:
+            try:
                 with open(f"/proc/{pid}/fdinfo/{fd}") as f:
                     if f"tty-index:\t{index}\n" in f.read():
                         holders.add(pid)
-        except OSError:
-            continue
+            except OSError:  # closed meanwhile
+                continue
     return holders
 
 

@@ -240,13 +240,8 @@ def _tmux_client(binary: str, socket_fd: int, uid: int, args: list[str], timeout
 
 def _listening_sockets(pid: int) -> list[str]:
     """The paths of the unix sockets `pid` listens on (a tmux server's), from /proc/net/unix."""
-    inodes = set()
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-            if link.startswith("socket:["):
-                inodes.add(link[8:-1])
-    except OSError:
+    inodes = {link[8:-1] for link in proc.fd_links(pid).values() if link.startswith("socket:[")}
+    if not inodes:
         return []
     paths = []
     with open("/proc/net/unix") as f:
