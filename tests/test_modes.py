@@ -12,7 +12,7 @@ from conftest import CLI, ECHO, VICTIMS, Tmux, wait_for
 from test_tmux import attach_client
 
 from reptyr_tmux.mux import terminfo
-from reptyr_tmux.mux.modes import parse_spec
+from reptyr_tmux.mux.modes import _listening_sockets, parse_spec
 
 pytestmark = pytest.mark.tmux  # run again with each other tmux release in CI (.ci/tmux-versions.sh)
 
@@ -128,3 +128,17 @@ def test_terminfo_entries_read_as_tput_reads_them():
                 assert terminfo.capabilities(term, "smcup", "smkx") == said, term
                 checked += 1
     assert checked >= 20  # ncurses-base alone has ~45 (xterm, screen, tmux, linux, vt100, ...)
+
+
+def test_a_busy_server_is_still_found_to_ask(tmux):
+    """Each client that comes and goes opens and closes a socket in the server: one fd closed while we
+    list its fds must not hide the listening socket (it did, about 1 look in 25 beside this loop)."""
+    server = int(tmux("display-message", "-p", "#{pid}"))
+    busy = subprocess.Popen(["sh", "-c", f"while :; do {' '.join(tmux.argv)} display -p x; done"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        looks = [_listening_sockets(server) for _ in range(1000)]
+    finally:
+        busy.kill()
+        busy.wait()
+    assert all(look == [tmux.socket_path] for look in looks), sum(not look for look in looks)
