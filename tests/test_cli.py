@@ -161,6 +161,21 @@ def test_attach_relays_both_ways_and_ends_with_the_target(spawn):
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
+def test_the_relay_left_beside_a_session_leader_never_loads_ptrace(spawn):
+    """python-ptrace (and ctypes under it) load in the engine's process, started first, in parallel with
+    the command's own start: the relay that stays for the program's whole life never loads them."""
+    victim = spawn.on_pty(ECHO)
+    pid, here = cli_on_a_terminal("attach", str(victim.pid))
+    spawn.terminals.append(here)
+    here.expect("winch")
+    here.write(b"moved\n")
+    here.expect("got: moved")
+    with open(f"/proc/{pid}/maps") as f:
+        libraries = {line.split()[-1].rsplit("/", 1)[-1] for line in f if "/" in line}
+    assert not [name for name in libraries if name.startswith("_ctypes")], sorted(libraries)
+    print(f"relay RSS: {proc.resident_kb(pid)} kB")
+
+
 def test_new_pty_mode_prints_its_name_and_runs_the_command(tmp_path):
     out = tmp_path / "pty-name"
     pid, here = cli_on_a_terminal("attach", "-L", "sh", "-c", f'echo "$REPTYR_PTY" > {out}; echo hi-from-L')

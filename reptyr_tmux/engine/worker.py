@@ -26,18 +26,11 @@ PR_SET_PDEATHSIG = 1
 PASSED_ON = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def run_apart(call: Callable[..., T], *args: object, undo_if_we_die: bool = False,
-              close: tuple[int, ...] = (), **kwargs: object) -> T:
-    """call(*args, **kwargs) in a child of its own session; its result returned, its exception raised,
-    here. `close`: our fds the child must not keep open (a pty master whose closing means we are gone)."""
-    with Apart(undo_if_we_die, close) as engine:
-        return engine.run(call, *args, **kwargs)
-
-
 class Apart:
     """The engine's process, started ahead of its work: it loads ptrace's modules while we still look
     at the target and open the pane (two things at once), then does what run() hands it. Leaving the
-    `with` block without run() ends it at once: it never held anything."""
+    `with` block without run() ends it at once: it never held anything. `close`: our fds it must not
+    keep open (a pty master whose closing means we are gone)."""
 
     def __init__(self, undo_if_we_die: bool = False, close: tuple[int, ...] = ()):
         go_readable, self._go = os.pipe()
@@ -101,18 +94,20 @@ class Apart:
 _started_early: Apart | None = None
 
 
-def start_early() -> None:
-    """Start the engine's process now, for this process's next engine_process(): a front end that waits
-    for a person (a menu) lets ptrace's modules load meanwhile, so none load after the choice."""
+def start_early(undo_if_we_die: bool = False) -> None:
+    """Start the engine's process now, for this process's next engine_process(): ptrace's modules load
+    there while a front end waits for a person (a menu) or does its own work (parses its arguments,
+    looks at the target, opens the new terminal), so none load after."""
     global _started_early
     if _started_early is None:
-        _started_early = Apart()
+        _started_early = Apart(undo_if_we_die)
 
 
-def engine_process() -> Apart:
-    """The engine's process started early, or a new one (use it in a `with` block)."""
+def engine_process(undo_if_we_die: bool = False, close: tuple[int, ...] = ()) -> Apart:
+    """The engine's process started early, or a new one made with these arguments (use it in a `with`
+    block). One started early has none of the fds we opened since, so nothing to close."""
     global _started_early
-    engine, _started_early = _started_early or Apart(), None
+    engine, _started_early = _started_early or Apart(undo_if_we_die, close), None
     return engine
 
 

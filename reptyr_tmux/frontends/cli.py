@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -13,7 +12,10 @@ from reptyr_tmux.frontends import status
 from reptyr_tmux.frontends.status import ERROR_MS
 from reptyr_tmux.text import printable
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (argparse loads after the engine's process is started: see _engine_first)
+    import argparse
+    from collections.abc import Callable
+
     from reptyr_tmux.mux.multiplexer import Multiplexer
 
 TOP_HELP = """\
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         unknown = f"reptyr-tmux: unknown command '{printable(argv[0], 40)}'\n" if argv else ""
         print(unknown + TOP_HELP, end="", file=sys.stderr)
         return 2
-    command, rest = COMMANDS[argv[0]], argv[1:]
+    command, rest = _engine_first(argv[0]), argv[1:]
     if argv[0] in ("adopt", "pick") and status.FLAG in rest:
         return status.run(command, rest)
     try:
@@ -83,12 +85,36 @@ def main(argv: list[str] | None = None) -> int:
         return 70
 
 
+MOVES = {"attach": True, "adopt": False}  # the commands that move a process: undo if we die?
+
+
+def _engine_first(name: str) -> Callable[[list[str]], int]:
+    """The command, for a move with the engine's process started first: python-ptrace loads there
+    (~20 ms) while this one loads argparse, reads its arguments, looks at the target and opens the new
+    terminal. Unused, it ends with the command, having touched nothing."""
+    command = COMMANDS[name]
+    if name not in MOVES:
+        return command
+
+    def started_first(argv: list[str]) -> int:
+        from reptyr_tmux.engine import worker
+
+        worker.start_early(undo_if_we_die=MOVES[name])
+        try:
+            return command(argv)
+        finally:
+            worker.end_early()
+    return started_first
+
+
 def pick_main() -> int:
     """The `reptyr-pick` script: `reptyr-tmux pick`."""
     return main(["pick", *sys.argv[1:]])
 
 
 def _attach_parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(prog="reptyr-tmux attach", add_help=False, usage=ATTACH_USAGE)
     parser.add_argument("-s", dest="stdio", action="store_true")
     parser.add_argument("-T", dest="steal", action="store_true")
@@ -105,6 +131,10 @@ def cmd_attach(argv: list[str]) -> int:
     from reptyr_tmux.errors import Refusal
 
     args = _attach_parser().parse_args(argv)
+    if args.help or args.version or args.new_pty or args.new_pty_stdio or args.steal:
+        from reptyr_tmux.engine.worker import end_early
+
+        end_early()  # no engine in these: none idles beside a relay that may run for hours
     if args.help:
         print(ATTACH_HELP, end="")
         return 0
@@ -139,9 +169,8 @@ def _steal_here(pid_text: str, verbose: bool) -> int:
 
 def _attach_here(pid_text: str, stdio: bool, verbose: bool) -> int:
     from reptyr_tmux.engine.attach import attach
-    from reptyr_tmux.engine.shell_hangup import ShellHangupGuard
     from reptyr_tmux.engine.survey import parse_pid, survey
-    from reptyr_tmux.engine.worker import run_apart
+    from reptyr_tmux.engine.worker import engine_process
     from reptyr_tmux.frontends.ptyproxy import copy_window_size, relay
 
     pid = parse_pid(pid_text)
@@ -154,14 +183,18 @@ def _attach_here(pid_text: str, stdio: bool, verbose: bool) -> int:
         tty, ours = os.ttyname(slave), os.fstat(slave).st_rdev
         # Apart from us: a kill -9 of this command must not leave the target half-moved; and if we die
         # before it is done, the move is undone (the relay, we, would be gone).
-        done = run_apart(attach, pid, tty, force_stdio=stdio, verbose=verbose, keep_sighup_ignored=True,
-                         undo_if_we_die=True, close=(master, slave))
+        with engine_process(undo_if_we_die=True, close=(master, slave)) as engine:
+            done = engine.run(attach, pid, tty, force_stdio=stdio, verbose=verbose, keep_sighup_ignored=True)
     except BaseException:
         os.close(master)
         raise
     finally:
         os.close(slave)  # from here the target alone holds the slave: EIO on the master means it is gone
-    guard = ShellHangupGuard(pid, done.own_sighup, done.old_shell) if done.old_shell else None
+    guard = None
+    if done.old_shell:  # (ptrace's modules load here only now, and only for a shell's job)
+        from reptyr_tmux.engine.shell_hangup import ShellHangupGuard
+
+        guard = ShellHangupGuard(pid, done.own_sighup, done.old_shell)
     started = _starttime(pid)
     relay(master, guard=guard)
     return _taken_from_us(pid, started, ours)
@@ -233,6 +266,8 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
 
 def cmd_adopt(argv: list[str], server: Multiplexer | None = None) -> int:
     """`reptyr-tmux adopt`; into `server` if given (the picker's, already asked what it is)."""
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="reptyr-tmux adopt", description="Move a running process into a new tmux pane.")
     where = parser.add_mutually_exclusive_group()

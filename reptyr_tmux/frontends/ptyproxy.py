@@ -11,9 +11,12 @@ import signal
 import termios
 import tty
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from reptyr_tmux.engine.shell_hangup import ShellHangupGuard
 from reptyr_tmux.engine.transaction import signals_held
+
+if TYPE_CHECKING:  # (it loads ptrace's modules: a relay without a guard never needs them)
+    from reptyr_tmux.engine.shell_hangup import ShellHangupGuard
 
 CHUNK = 65536
 

@@ -8,7 +8,6 @@ status line (`display-message -d`), which also keeps them in its message log (`s
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Callable
@@ -44,6 +43,8 @@ def run(command: Callable[[list[str]], int], argv: list[str]) -> int:
 
 def tell(argv: list[str], text: str, duration_ms: int = ERROR_MS) -> None:
     """Show `text` on the status line of the tmux server named in argv (-L/-S), or ours."""
+    import argparse
+
     from reptyr_tmux.mux.tmux import Server
 
     where = argparse.ArgumentParser(add_help=False)
