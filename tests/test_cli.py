@@ -176,6 +176,17 @@ def test_the_relay_left_beside_a_session_leader_never_loads_ptrace(spawn):
     print(f"relay RSS: {proc.resident_kb(pid)} kB")
 
 
+def test_sigint_to_a_relay_ends_it_with_a_line_not_a_traceback():
+    pid, here = cli_on_a_terminal("attach", "-l")
+    here.expect("Opened a new pty: /dev/pts/")
+    os.kill(pid, signal.SIGINT)
+    _, status = os.waitpid(pid, 0)
+    said = here.quiet_for(0.2).decode(errors="replace")
+    here.close()
+    assert "reptyr-tmux: interrupted" in said and "Traceback" not in said, said
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 130
+
+
 def test_new_pty_mode_prints_its_name_and_runs_the_command(tmp_path):
     out = tmp_path / "pty-name"
     pid, here = cli_on_a_terminal("attach", "-L", "sh", "-c", f'echo "$REPTYR_PTY" > {out}; echo hi-from-L')

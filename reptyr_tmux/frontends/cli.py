@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     except ReptyrError as e:
         print(f"reptyr-tmux: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:  # a SIGINT outside the engine's steps (those answer it with their undo)
+        print("reptyr-tmux: interrupted", file=sys.stderr)
+        return 130
     except Exception as e:  # a bug of ours: one line, unless asked for the whole story
         if os.environ.get("REPTYR_TMUX_DEBUG"):
             raise
