@@ -41,15 +41,16 @@ class Stat(NamedTuple):
 def read_stat(pid: int) -> Stat:
     fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)  # plain fds: the picker reads thousands of these
     try:
-        raw = os.read(fd, 4096).decode("utf-8", "replace")
+        raw = os.read(fd, 4096)
     finally:
         os.close(fd)
-    # comm may hold spaces and parentheses: it ends at the *last* ')'.
-    comm = raw[raw.index("(") + 1 : raw.rindex(")")]
-    rest = raw[raw.rindex(")") + 2 :].split()
+    # comm may hold spaces and parentheses: it ends at the *last* ')'. Bytes up to field 22 only.
+    end = raw.rindex(b")")
+    rest = raw[end + 2 :].split(None, 20)
     return Stat(
-        pid=pid, comm=comm, state=rest[0], ppid=int(rest[1]), pgid=int(rest[2]), sid=int(rest[3]),
-        tty_nr=int(rest[4]), tpgid=int(rest[5]), flags=int(rest[6]), starttime=int(rest[19]),
+        pid=pid, comm=raw[raw.index(b"(") + 1 : end].decode("utf-8", "replace"), state=rest[0].decode(),
+        ppid=int(rest[1]), pgid=int(rest[2]), sid=int(rest[3]), tty_nr=int(rest[4]), tpgid=int(rest[5]),
+        flags=int(rest[6]), starttime=int(rest[19]),
     )
 
 

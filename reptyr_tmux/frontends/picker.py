@@ -17,9 +17,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from reptyr_tmux import proc, trust
-from reptyr_tmux.engine.session import survey_session
 from reptyr_tmux.engine.survey import choose_mode, survey
-from reptyr_tmux.engine.worker import end_early, start_early
 from reptyr_tmux.errors import Refusal
 from reptyr_tmux.frontends import status
 from reptyr_tmux.frontends.commandline import recognisable
@@ -184,6 +182,8 @@ def main(argv: list[str]) -> int:
         return 0
     client = _client_size(server)
     adopt_args = _adopt_args(args, options)
+    from reptyr_tmux.engine.worker import end_early, start_early
+
     start_early()  # the engine's process: ptrace's modules load while the person chooses
     try:
         if popup_possible and (options["@reptyr-picker"] == "fzf" or not menu_fits(found, client)):
@@ -324,6 +324,8 @@ def _verdict(pid: int, stdio: bool, stats: list[proc.Stat], requested: str) -> t
     try:
         mode, _ = choose_mode(pid, requested, stdio, stats)
         if mode == "session":
+            from reptyr_tmux.engine.session import survey_session  # (a listing without one never loads it)
+
             survey_session(pid, stats)
         elif mode == "attach":  # steal (only when asked for): whether its terminal can be taken is
             survey(pid, force_stdio=stdio, stats=stats)  # seen then
