@@ -4,6 +4,7 @@ front end opens the pane; the front end itself never loads them."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -67,3 +68,30 @@ def test_an_engine_that_died_is_said_so():
 def test_its_refusal_comes_back_as_ours():
     with Apart() as engine, pytest.raises(ReptyrError, match="no such thing"):
         engine.run(refuse)
+
+
+def moved_then_signalled_in_the_cleanups() -> str:
+    """A move that is done, and a SIGTERM (a front end's, passed on) comes while its cleanups run."""
+    from reptyr_tmux.engine.transaction import Transaction
+
+    with Transaction() as tx:
+        tx.step("detach", lambda: None, lambda _: os.kill(os.getpid(), signal.SIGTERM), always=True)
+    return "moved"
+
+
+def test_a_signal_during_a_finished_moves_cleanups_does_not_lose_the_move():
+    """Past the transaction's last look, a signal is delivered when the cleanups end: the engine must not
+    die of it then, or the front end is told "died" of a target it did move (and hangs it up)."""
+    with Apart() as engine:
+        assert engine.run(moved_then_signalled_in_the_cleanups) == "moved"
+
+
+def test_a_signal_passed_on_before_the_first_step_is_answered_there():
+    """A ^C while the engine still loads or looks (no step yet) undoes nothing and says so, instead of
+    killing the engine ("the engine's process died")."""
+    from reptyr_tmux.errors import Interrupted
+
+    with Apart() as engine:
+        os.kill(engine.child, signal.SIGINT)
+        with pytest.raises(Interrupted, match="interrupted by SIGINT"):
+            engine.run(moved_then_signalled_in_the_cleanups)

@@ -36,6 +36,10 @@ class Apart:
         go_readable, self._go = os.pipe()
         self._outcome, outcome_writable = os.pipe()
         parent, grandparent = os.getpid(), os.getppid()
+        # Held in the engine for its whole life, from before the fork: it never dies of one (a signal that
+        # comes while a finished move's cleanups run would be delivered when they end, killing it with
+        # the move done and its outcome unsent). Its transactions take them as pending, and answer them.
+        ours = signal.pthread_sigmask(signal.SIG_BLOCK, PASSED_ON)
         self.child = os.fork()
         if self.child == 0:
             os.close(self._go)
@@ -51,6 +55,7 @@ class Apart:
                 os._exit(0)
             call, args, kwargs = pickle.loads(job)
             _exit_with(outcome_writable, lambda: call(*args, **kwargs))
+        signal.pthread_sigmask(signal.SIG_SETMASK, ours)
         os.close(go_readable)
         os.close(outcome_writable)
         self._asked = False
@@ -137,7 +142,7 @@ def run_detached(call: Callable[[], object]) -> None:
 def _become_worker(parent: int, undo_if_we_die: bool, close: tuple[int, ...]) -> None:
     for fd in close:
         os.close(fd)
-    for signum in PASSED_ON:  # the transaction holds them while it holds the target
+    for signum in PASSED_ON:  # (held, see Apart: never Python's handlers, whatever a mask restores)
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGTSTP, signal.SIG_IGN)  # ^Z meant for the front end: never stop holding
     os.setsid()
@@ -145,8 +150,8 @@ def _become_worker(parent: int, undo_if_we_die: bool, close: tuple[int, ...]) ->
         import ctypes  # here, in the engine's process: the front end does not pay for it
 
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # it died before that took effect
-            os.kill(os.getpid(), signal.SIGTERM)
+        if os.getppid() != parent:  # it died before that took effect: nobody to work for
+            os._exit(0)
 
 
 def _exit_with(writable: int, call: Callable[[], object]) -> None:
