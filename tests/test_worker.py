@@ -95,3 +95,21 @@ def test_a_signal_passed_on_before_the_first_step_is_answered_there():
         os.kill(engine.child, signal.SIGINT)
         with pytest.raises(Interrupted, match="interrupted by SIGINT"):
             engine.run(moved_then_signalled_in_the_cleanups)
+
+
+def test_a_detached_call_leaves_no_zombie_behind():
+    """run_detached's process is not ours to reap: attach -T's relay (hours) made one, in steal's SIGHUP
+    hand-back, and kept it as a zombie for its whole life."""
+    from reptyr_tmux import proc
+    from reptyr_tmux.engine.worker import run_detached
+
+    def ours() -> set[int]:
+        return {s.pid for s in proc.all_stats() if s.ppid == os.getpid()}
+
+    before = ours()
+    ended, still_open = os.pipe()  # its copy of still_open closes when it exits
+    run_detached(lambda: None)
+    os.close(still_open)
+    assert os.read(ended, 1) == b""
+    os.close(ended)
+    assert ours() - before == set()

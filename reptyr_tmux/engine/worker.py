@@ -125,10 +125,16 @@ def end_early() -> None:
 
 
 def run_detached(call: Callable[[], object]) -> None:
-    """call() in a short-lived child that outlives nothing it needs from us: its own session, no
-    stdin/stdout/stderr of ours (whoever reads our output sees it end when we do). We return at once."""
-    if os.fork() != 0:
+    """call() in a short-lived process that outlives nothing it needs from us: its own session, no
+    stdin/stdout/stderr of ours (whoever reads our output sees it end when we do). We return at once.
+    It is our grandchild, not our child: a relay that lives for hours (attach -T) never waits for its
+    exit, and would keep a zombie all that while."""
+    middle = os.fork()
+    if middle != 0:
+        os.waitpid(middle, 0)  # it forks and exits at once
         return
+    if os.fork() != 0:
+        os._exit(0)
     try:
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
