@@ -114,14 +114,25 @@ def test_pipeline_and_resize_reach_the_foreground_job(sshd, tmux):
     tmux.wait_screen("main:1", "got: through the pipe")
 
 
+def own_sighup_back(leader: int) -> bool:
+    """The steal's hand-back is over: the leader has its SIGHUP action again and nobody traces it (up
+    to HUP_GRACE_S after an adoption, a detached child of ours does that by ptrace, and another
+    adoption meanwhile is refused as one racing another reptyr-tmux)."""
+    status = proc.read_status(leader)
+    return status["TracerPid"] == "0" and not proc.has_signal(proc.signal_mask(status, "SigIgn"),
+                                                               signal.SIGHUP)
+
+
 def test_readopt_twice_and_session_end_closes_the_pane(sshd, tmux):
     shell = sshd.shells[0]
     sshd.type(0, "sleep 300")
     job = sshd.job(0)
     adopt(tmux, job, "--mode", "steal")
     first = tmux.windows()[-1]
+    wait_for(lambda: own_sighup_back(shell), what="the shell's SIGHUP action back")
     adopt(tmux, job, "--mode", "steal")
     wait_for(lambda: first not in tmux.windows(), what="the first relay pane to close")
+    wait_for(lambda: own_sighup_back(shell), what="the shell's SIGHUP action back")
     adopt(tmux, job, "--mode", "steal")
     last = tmux.windows()[-1]
     tmux("send-keys", "-t", f"main:{last}", "C-c")
