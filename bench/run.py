@@ -174,10 +174,8 @@ def _holds_master(comm: str, index: int) -> bool:
     for stat in proc.all_stats():
         if stat.comm != comm:
             continue
-        for fd in proc.fd_links(stat.pid):
-            with contextlib.suppress(OSError), open(f"/proc/{stat.pid}/fdinfo/{fd}") as f:
-                if f"tty-index:\t{index}\n" in f.read():
-                    return True
+        if any(proc.tty_index(stat.pid, fd) == index for fd in proc.fd_links(stat.pid)):
+            return True
     return False
 
 

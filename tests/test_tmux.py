@@ -51,18 +51,9 @@ def test_window_names_show_a_hash_as_it_is(spawn, tmux):
 
 def masters_of(tty_path: str) -> set[int]:
     """Every process holding the master side of the pty `tty_path` (from fdinfo's tty-index)."""
-    index = tty_path.rsplit("/", 1)[1]
-    holders = set()
-    for pid in proc.all_pids():
-        masters = [fd for fd, link in proc.fd_links(pid).items() if link == "/dev/ptmx"]
-        for fd in masters:
-            try:
-                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                    if f"tty-index:\t{index}\n" in f.read():
-                        holders.add(pid)
-            except OSError:  # closed meanwhile
-                continue
-    return holders
+    index = int(tty_path.rsplit("/", 1)[1])
+    return {pid for pid in proc.all_pids() for fd, link in proc.fd_links(pid).items()
+            if link == "/dev/ptmx" and proc.tty_index(pid, fd) == index}
 
 
 def test_no_relay_process_and_a_tiny_holder(spawn, tmux):

@@ -134,10 +134,10 @@ def cmd_attach(argv: list[str]) -> int:
     from reptyr_tmux.errors import Refusal
 
     args = _attach_parser().parse_args(argv)
-    if args.help or args.version or args.new_pty or args.new_pty_stdio or args.steal:
+    if args.new_pty or args.new_pty_stdio or args.steal:
         from reptyr_tmux.engine.worker import end_early
 
-        end_early()  # no engine in these: none idles beside a relay that may run for hours
+        end_early()  # relays without the engine: it must not idle beside them for hours
     if args.help:
         print(ATTACH_HELP, end="")
         return 0
