@@ -113,3 +113,19 @@ def test_a_detached_call_leaves_no_zombie_behind():
     assert os.read(ended, 1) == b""
     os.close(ended)
     assert ours() - before == set()
+
+
+def test_a_detached_call_with_sigchld_ignored():
+    """A front end started with SIGCHLD ignored (inherited): the kernel reaps the middle child itself,
+    and waiting for it must not fail the adoption that asked for the detached call."""
+    from reptyr_tmux.engine.worker import run_detached
+
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        ended, still_open = os.pipe()
+        run_detached(lambda: None)
+        os.close(still_open)
+        assert os.read(ended, 1) == b""
+        os.close(ended)
+    finally:
+        signal.signal(signal.SIGCHLD, previous)

@@ -131,7 +131,8 @@ def run_detached(call: Callable[[], object]) -> None:
     exit, and would keep a zombie all that while."""
     middle = os.fork()
     if middle != 0:
-        os.waitpid(middle, 0)  # it forks and exits at once
+        with contextlib.suppress(ChildProcessError):  # (SIGCHLD ignored: the kernel reaped it)
+            os.waitpid(middle, 0)  # it forks and exits at once
         return
     if os.fork() != 0:
         os._exit(0)
